@@ -1,0 +1,87 @@
+/*
+ * carve: a general-purpose memory allocator.
+ *
+ * libcarve exports the whole malloc family under the standard names (so that
+ * linking it, or preloading it, replaces the C library's allocator) and the
+ * same functions behind the carve_ prefix, declared here, for programs that
+ * want carve beside another allocator.
+ *
+ * Semantics follow the C standard, POSIX and glibc: blocks of 16 bytes and
+ * more are 16-byte aligned; malloc(0) returns a unique pointer that must be
+ * freed; failure returns NULL with errno == ENOMEM; realloc(p, 0) frees p and
+ * returns NULL, as glibc does.
+ */
+#ifndef CARVE_H
+#define CARVE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CARVE_VERSION_MAJOR 0
+#define CARVE_VERSION_MINOR 1
+#define CARVE_VERSION_PATCH 0
+#define CARVE_VERSION "0.1.0"
+
+#if defined(__GNUC__)
+#define CARVE_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
+#define CARVE_ALLOC_SIZE(...) __attribute__((alloc_size(__VA_ARGS__)))
+#else
+#define CARVE_MALLOC_ATTR
+#define CARVE_ALLOC_SIZE(...)
+#endif
+
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(1) void *carve_malloc(size_t size);
+void carve_free(void *ptr);
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(1, 2) void *carve_calloc(size_t nmemb, size_t size);
+CARVE_ALLOC_SIZE(2) void *carve_realloc(void *ptr, size_t size);
+CARVE_ALLOC_SIZE(2, 3) void *carve_reallocarray(void *ptr, size_t nmemb, size_t size);
+
+/* alignment must be a power of two; otherwise NULL with errno == EINVAL. */
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(2) void *carve_aligned_alloc(size_t alignment, size_t size);
+/* Returns 0, EINVAL (alignment not a power of two multiple of sizeof(void *))
+ * or ENOMEM; never changes errno. */
+int carve_posix_memalign(void **memptr, size_t alignment, size_t size);
+/* glibc semantics: an alignment that is not a power of two is rounded up. */
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(2) void *carve_memalign(size_t alignment, size_t size);
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(1) void *carve_valloc(size_t size);
+/* size rounded up to a multiple of the page size; pvalloc(0) gives one page. */
+CARVE_MALLOC_ATTR void *carve_pvalloc(size_t size);
+
+/* Bytes usable in the block (at least what was asked for); 0 for NULL. */
+size_t carve_malloc_usable_size(void *ptr);
+/* C23: size must be the size asked for when ptr was allocated. */
+void carve_free_sized(void *ptr, size_t size);
+void carve_free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
+/* Returns free memory to the kernel now; 1 if anything was released. */
+int carve_malloc_trim(size_t pad);
+
+/* Human-readable statistics on stderr (carve_stats_print is the same). */
+void carve_malloc_stats(void);
+void carve_stats_print(void);
+
+/* glibc-compatible summary; fields that have no meaning in carve are 0. */
+struct carve_mallinfo2 {
+    size_t arena;    /* bytes mapped for small and medium blocks */
+    size_t ordblks;  /* number of free pages */
+    size_t smblks;
+    size_t hblks;    /* number of large mappings */
+    size_t hblkhd;   /* bytes in large mappings */
+    size_t usmblks;
+    size_t fsmblks;
+    size_t uordblks; /* bytes in live blocks (by size class) */
+    size_t fordblks; /* bytes mapped but not in live blocks */
+    size_t keepcost;
+};
+struct carve_mallinfo2 carve_mallinfo2(void);
+/* Returns 1 when the parameter is understood, 0 otherwise (like glibc). */
+int carve_mallopt(int param, int value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CARVE_H */

@@ -1,0 +1,287 @@
+/*
+ * api.c: the public entry points.
+ *
+ * This file is built twice: into libcarve (CARVE_INTERPOSE=1), where the
+ * standard names (malloc, free, ...) are aliases of the carve_ functions,
+ * and into libcarve_prefixed, which has only the carve_ names so that tests
+ * can run it beside the C library's malloc and the sanitizers.
+ *
+ * The path of a small malloc: carve_malloc -> cv_heap_alloc (internal.h,
+ * inline: size class, current page, pop) -> cv_heap_alloc_slow (heap.c:
+ * collect frees, next page) -> cv_arena_page_alloc (arena.c: a run of
+ * slices in a chunk) -> cv_os_map_aligned (os.c: mmap).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdlib.h>
+
+/* ---- malloc and free ---------------------------------------------------- */
+
+static inline void *do_malloc(size_t size) {
+    return cv_heap_alloc(cv_tl_heap, size, false);
+}
+
+static CARVE_NOINLINE void free_other(void *p, const char *func) {
+    uintptr_t a = (uintptr_t)p;
+    if (a == 0)
+        return;
+    unsigned kind = cv_map_kind(a);
+    if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
+        large_t *h = cv_large_header(a, kind);
+        if (h != NULL) {
+            cv_large_free(h);
+            return;
+        }
+    }
+    cv_msg_fatal("invalid free", p, "not allocated by carve", func);
+}
+
+/* The free fast path: one map lookup for ownership, two loads for the page,
+ * then a push on the page's local list when this thread owns it. The
+ * counter compare catches both "page now empty" and "page was full" (see
+ * page_t.used). About 15 instructions. */
+static inline void do_free(void *p, const char *func) {
+    uintptr_t a = (uintptr_t)p;
+    if (unlikely(cv_map_kind(a) != MAP_SMALL)) {
+        free_other(p, func);
+        return;
+    }
+    page_t *page = cv_page_of(cv_chunk_of(a), a);
+    block_t *b = p;
+    if (likely(atomic_load_explicit(&page->owner, memory_order_relaxed) == cv_thread_id())) {
+        b->next = page->local_free;
+        page->local_free = b;
+        if (unlikely(--page->used - 1u >= PAGE_IN_FULL - 1u))
+            cv_heap_free_local_slow(page);
+        return;
+    }
+    cv_heap_free_remote(page, b, func);
+}
+
+/* Usable size of a live block; aborts on a pointer that is not one. */
+static size_t block_usable(void *p, const char *func) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned kind = cv_map_kind(a);
+    if (kind == MAP_SMALL) {
+        page_t *page = cv_page_of(cv_chunk_of(a), a);
+        if (cv_page_is_block(page, a))
+            return page->block_size;
+    } else if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
+        large_t *h = cv_large_header(a, kind);
+        if (h != NULL)
+            return cv_large_usable(h);
+    }
+    cv_msg_fatal("invalid pointer", p, "not allocated by carve", func);
+}
+
+CARVE_EXPORT void *carve_malloc(size_t size) {
+    return do_malloc(size);
+}
+
+CARVE_EXPORT void carve_free(void *p) {
+    do_free(p, "free");
+}
+
+CARVE_EXPORT void *carve_calloc(size_t n, size_t size) {
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(n, size, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return cv_heap_alloc(cv_tl_heap, total, true);
+}
+
+/* ---- realloc ------------------------------------------------------------ */
+
+static void *do_realloc(void *p, size_t size, const char *func) {
+    if (p == NULL)
+        return do_malloc(size);
+    if (size == 0) { /* glibc: free and return NULL */
+        do_free(p, func);
+        return NULL;
+    }
+    uintptr_t a = (uintptr_t)p;
+    unsigned kind = cv_map_kind(a);
+    if ((kind == MAP_LARGE || kind == MAP_LARGE_PREV) && size > SMALL_MAX) {
+        large_t *h = cv_large_header(a, kind);
+        if (h == NULL)
+            cv_msg_fatal("invalid realloc", p, "not allocated by carve", func);
+        return cv_large_realloc(h, size);
+    }
+    size_t old = block_usable(p, func);
+    /* In place when the block fits and would not waste more than half. */
+    if (size <= old && size >= old / 2)
+        return p;
+    void *q = do_malloc(size);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, size < old ? size : old);
+    do_free(p, func);
+    return q;
+}
+
+CARVE_EXPORT void *carve_realloc(void *p, size_t size) {
+    return do_realloc(p, size, "realloc");
+}
+
+CARVE_EXPORT void *carve_reallocarray(void *p, size_t n, size_t size) {
+    size_t total;
+    if (unlikely(__builtin_mul_overflow(n, size, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return do_realloc(p, total, "reallocarray");
+}
+
+/* ---- aligned allocation ------------------------------------------------- */
+
+/* align: a power of two. Small alignments come from the size classes: a
+ * class's blocks are aligned to its lowest set bit (pages start on 64 KiB
+ * boundaries), so the first class at least as big as size with enough
+ * natural alignment serves it with no extra waste beyond that class. */
+static void *alloc_aligned(size_t align, size_t size) {
+    if (align <= ALIGN_MIN)
+        return do_malloc(size < align ? align : size);
+    if (size <= SMALL_MAX && align <= SLICE_SIZE) {
+        for (unsigned c = cv_size_class(size ? size : 1); c < CLASS_COUNT; c++) {
+            size_t s = cv_class_size[c];
+            if ((s & -s) >= align)
+                return do_malloc(s);
+        }
+    }
+    return cv_large_alloc(size, align, false);
+}
+
+static bool is_pow2(size_t x) {
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+CARVE_EXPORT void *carve_aligned_alloc(size_t align, size_t size) {
+    if (!is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_aligned(align, size);
+}
+
+CARVE_EXPORT int carve_posix_memalign(void **memptr, size_t align, size_t size) {
+    if (!is_pow2(align) || align % sizeof(void *) != 0)
+        return EINVAL;
+    int saved = errno;
+    void *p = alloc_aligned(align, size);
+    errno = saved;
+    if (p == NULL)
+        return ENOMEM;
+    *memptr = p;
+    return 0;
+}
+
+/* glibc: an alignment that is not a power of two is rounded up to one. */
+CARVE_EXPORT void *carve_memalign(size_t align, size_t size) {
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!is_pow2(align))
+        align = align <= 1 ? 1 : (size_t)1 << (64 - __builtin_clzl(align - 1));
+    return alloc_aligned(align, size);
+}
+
+CARVE_EXPORT void *carve_valloc(size_t size) {
+    return alloc_aligned(cv_os_page_size(), size);
+}
+
+CARVE_EXPORT void *carve_pvalloc(size_t size) {
+    size_t page = cv_os_page_size();
+    if (size > SIZE_MAX - page) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t rounded = size == 0 ? page : (size + page - 1) & ~(page - 1);
+    return alloc_aligned(page, rounded);
+}
+
+/* ---- queries and the rest of the family --------------------------------- */
+
+CARVE_EXPORT size_t carve_malloc_usable_size(void *p) {
+    return p == NULL ? 0 : block_usable(p, "malloc_usable_size");
+}
+
+CARVE_EXPORT void carve_free_sized(void *p, size_t size) {
+    (void)size;
+    do_free(p, "free_sized");
+}
+
+CARVE_EXPORT void carve_free_aligned_sized(void *p, size_t align, size_t size) {
+    (void)align;
+    (void)size;
+    do_free(p, "free_aligned_sized");
+}
+
+CARVE_EXPORT int carve_malloc_trim(size_t pad) {
+    (void)pad;
+    bool large = cv_large_trim();
+    bool small = cv_arena_trim();
+    return large || small;
+}
+
+CARVE_EXPORT void carve_malloc_stats(void) {
+    cv_stats_print();
+}
+
+CARVE_EXPORT void carve_stats_print(void) {
+    cv_stats_print();
+}
+
+CARVE_EXPORT struct carve_mallinfo2 carve_mallinfo2(void) {
+    struct carve_mallinfo2 mi;
+    cv_stats_collect(&mi);
+    return mi;
+}
+
+/* No glibc tunable maps onto carve yet: say so, as glibc does for an
+ * unknown parameter. */
+CARVE_EXPORT int carve_mallopt(int param, int value) {
+    (void)param;
+    (void)value;
+    return 0;
+}
+
+/* ---- the standard names ------------------------------------------------- */
+#if CARVE_INTERPOSE
+#define ALIAS(target) __attribute__((alias(#target), visibility("default")))
+/* The C library's prototypes carry fewer attributes than carve's: harmless
+ * for an alias of the same function. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#endif
+
+void *malloc(size_t size) ALIAS(carve_malloc);
+void free(void *p) ALIAS(carve_free);
+void *calloc(size_t n, size_t size) ALIAS(carve_calloc);
+void *realloc(void *p, size_t size) ALIAS(carve_realloc);
+void *reallocarray(void *p, size_t n, size_t size) ALIAS(carve_reallocarray);
+void *aligned_alloc(size_t align, size_t size) ALIAS(carve_aligned_alloc);
+int posix_memalign(void **memptr, size_t align, size_t size) ALIAS(carve_posix_memalign);
+void *memalign(size_t align, size_t size) ALIAS(carve_memalign);
+void *valloc(size_t size) ALIAS(carve_valloc);
+void *pvalloc(size_t size) ALIAS(carve_pvalloc);
+size_t malloc_usable_size(void *p) ALIAS(carve_malloc_usable_size);
+void free_sized(void *p, size_t size) ALIAS(carve_free_sized);
+void free_aligned_sized(void *p, size_t align, size_t size) ALIAS(carve_free_aligned_sized);
+int malloc_trim(size_t pad) ALIAS(carve_malloc_trim);
+void malloc_stats(void) ALIAS(carve_malloc_stats);
+struct carve_mallinfo2 mallinfo2(void) ALIAS(carve_mallinfo2);
+int mallopt(int param, int value) ALIAS(carve_mallopt);
+
+/* glibc's internal names, which some programs and libraries call directly;
+ * left to glibc they would hand out blocks that carve's free rejects. */
+void *__libc_malloc(size_t size) ALIAS(carve_malloc);
+void __libc_free(void *p) ALIAS(carve_free);
+void *__libc_calloc(size_t n, size_t size) ALIAS(carve_calloc);
+void *__libc_realloc(void *p, size_t size) ALIAS(carve_realloc);
+void *__libc_memalign(size_t align, size_t size) ALIAS(carve_memalign);
+void *__libc_valloc(size_t size) ALIAS(carve_valloc);
+void *__libc_pvalloc(size_t size) ALIAS(carve_pvalloc);
+#endif

@@ -1,0 +1,265 @@
+/*
+ * arena.c: the shared pool under the thread heaps.
+ *
+ * It owns the reservations, the chunks cut from them, the slices of each
+ * chunk, the chunk map (the O(1) "is this pointer carve's" test), the pages
+ * abandoned by exited threads, and the metadata (heap structures).
+ *
+ * One lock guards it all. Thread heaps come here once per page (64 KiB or
+ * more), not per block, so the lock is taken rarely; a lock also keeps
+ * fork() simple (taken in prepare, released in parent and child).
+ */
+#include "internal.h"
+
+/* One byte per 4 MiB of the 47-bit address space (32 MiB of .bss, touched
+ * sparsely). Written under the arena lock, read without it. */
+uint8_t cv_chunk_map[MAP_SLOTS];
+
+static struct {
+    pthread_mutex_t lock;
+    chunk_t *chunks;             /* every chunk, newest first */
+    uint8_t *reserve_cur, *reserve_end;
+    page_t *abandoned[CLASS_COUNT];
+    uint8_t *meta_cur, *meta_end;
+} arena = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+void cv_arena_lock(void) {
+    pthread_mutex_lock(&arena.lock);
+}
+
+void cv_arena_unlock(void) {
+    pthread_mutex_unlock(&arena.lock);
+}
+
+static void map_set(uintptr_t a, unsigned kind) {
+    __atomic_store_n(&cv_chunk_map[a >> CHUNK_SHIFT], (uint8_t)kind, __ATOMIC_RELEASE);
+}
+
+void cv_arena_set_large(uintptr_t slot_addr, unsigned kind) {
+    map_set(slot_addr, kind);
+}
+
+/* ---- chunks ------------------------------------------------------------- */
+
+static chunk_t *chunk_new(void) {
+    if (arena.reserve_cur == arena.reserve_end) {
+        size_t size = RESERVE_SIZE;
+        uint8_t *r = NULL;
+        for (; size >= CHUNK_SIZE && r == NULL; size /= 2)
+            r = cv_os_map_aligned(size, CHUNK_SIZE);
+        if (r == NULL)
+            return NULL;
+        size *= 2; /* undo the loop's last halving */
+        arena.reserve_cur = r;
+        arena.reserve_end = r + size;
+        cv_stats.reserved += size;
+    }
+    chunk_t *chunk = (chunk_t *)arena.reserve_cur;
+    arena.reserve_cur += CHUNK_SIZE;
+    /* Fresh mappings read as zero: the header needs no initialisation
+     * beyond the header slice's bits. */
+    chunk->slices_used = 1;
+    chunk->slices_dirty = 1;
+    chunk->next = arena.chunks;
+    arena.chunks = chunk;
+    cv_stats.chunks++;
+    map_set((uintptr_t)chunk, MAP_SMALL);
+    return chunk;
+}
+
+/* First slice of a run of n free slices in the chunk, or 0 (the header
+ * slice is never free, so 0 means none). */
+static unsigned find_run(uint64_t used, unsigned n) {
+    uint64_t starts = ~used;
+    for (unsigned k = 1; k < n; k++)
+        starts &= ~used >> k;
+    /* The shifts fill with zeros from the top, so no run can start where
+     * it would pass slice 63. */
+    return starts ? (unsigned)__builtin_ctzll(starts) : 0;
+}
+
+static uint64_t run_mask(unsigned first, unsigned n) {
+    uint64_t bits = n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1);
+    return bits << first;
+}
+
+page_t *cv_arena_page_alloc(size_t slices) {
+    unsigned n = (unsigned)slices;
+    cv_arena_lock();
+    chunk_t *chunk = arena.chunks;
+    unsigned first = 0;
+    for (; chunk != NULL; chunk = chunk->next) {
+        if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
+            continue;
+        first = find_run(chunk->slices_used, n);
+        if (first != 0)
+            break;
+    }
+    if (chunk == NULL) {
+        chunk = chunk_new();
+        if (chunk == NULL) {
+            cv_arena_unlock();
+            return NULL;
+        }
+        first = 1;
+    }
+    uint64_t mask = run_mask(first, n);
+    chunk->slices_used |= mask;
+    page_t *page = &chunk->pages[first];
+    page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
+    chunk->slices_dirty |= mask;
+    page->start = (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT);
+    page->slice_count = (uint8_t)n;
+    for (unsigned i = first; i < first + n; i++)
+        chunk->slice_page[i] = (uint8_t)first;
+    cv_arena_unlock();
+    return page;
+}
+
+void cv_arena_page_free_locked(page_t *page) {
+    chunk_t *chunk = cv_chunk_of((uintptr_t)page);
+    unsigned first = (unsigned)(page - chunk->pages);
+    unsigned n = page->slice_count;
+    for (unsigned i = first; i < first + n; i++)
+        chunk->slice_page[i] = 0;
+    chunk->slices_used &= ~run_mask(first, n);
+    page->state = PAGE_FREE;
+    page->free = page->local_free = NULL;
+    page->used = 0;
+    page->capacity = page->reserved = 0;
+    page->next = page->prev = NULL;
+    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
+}
+
+void cv_arena_page_free(page_t *page) {
+    cv_arena_lock();
+    cv_arena_page_free_locked(page);
+    cv_arena_unlock();
+}
+
+/* ---- abandoned pages ---------------------------------------------------- */
+/* Pages of exited threads that still hold live blocks. They wait here until
+ * a thread allocating the same class adopts them, or until remote frees
+ * empty them (cv_arena_free_abandoned). Doubly linked for O(1) removal. */
+
+void cv_arena_abandon_locked(page_t *page) {
+    page_t **head = &arena.abandoned[page->class_idx];
+    page->state = PAGE_ABANDONED;
+    page->prev = NULL;
+    page->next = *head;
+    if (*head)
+        (*head)->prev = page;
+    *head = page;
+}
+
+static void abandoned_unlink(page_t *page) {
+    if (page->prev)
+        page->prev->next = page->next;
+    else
+        arena.abandoned[page->class_idx] = page->next;
+    if (page->next)
+        page->next->prev = page->prev;
+    page->next = page->prev = NULL;
+}
+
+page_t *cv_arena_adopt(unsigned class_idx) {
+    if (__atomic_load_n(&arena.abandoned[class_idx], __ATOMIC_RELAXED) == NULL)
+        return NULL;
+    cv_arena_lock();
+    page_t *page = arena.abandoned[class_idx];
+    if (page != NULL) {
+        abandoned_unlink(page);
+        page->state = PAGE_OWNED;
+    }
+    cv_arena_unlock();
+    return page;
+}
+
+/* A remote free landed in a page with no owner: collect its remote frees
+ * and give the page back once nothing in it is live. */
+void cv_arena_free_abandoned(page_t *page) {
+    cv_arena_lock();
+    if (page->state == PAGE_ABANDONED) {
+        cv_page_collect(page);
+        if (page->used == 0) {
+            abandoned_unlink(page);
+            cv_arena_page_free_locked(page);
+        }
+    }
+    cv_arena_unlock();
+}
+
+/* ---- metadata ----------------------------------------------------------- */
+/* Heap structures come from here: never returned (heaps are pooled and
+ * reused), so remote threads can always read a heap they once saw. */
+void *cv_arena_meta_alloc(size_t size) {
+    size = (size + 63) & ~(size_t)63;
+    cv_arena_lock();
+    if ((size_t)(arena.meta_end - arena.meta_cur) < size) {
+        size_t batch = size > SLICE_SIZE ? size : SLICE_SIZE;
+        uint8_t *m = cv_os_map(batch);
+        if (m == NULL) {
+            cv_arena_unlock();
+            return NULL;
+        }
+        arena.meta_cur = m;
+        arena.meta_end = m + batch;
+    }
+    void *p = arena.meta_cur;
+    arena.meta_cur += size;
+    cv_arena_unlock();
+    return p;
+}
+
+/* ---- trim --------------------------------------------------------------- */
+/* Free slices that were touched go back to the kernel now. */
+bool cv_arena_trim(void) {
+    bool released = false;
+    cv_arena_lock();
+    for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
+        uint64_t idle = chunk->slices_dirty & ~chunk->slices_used;
+        while (idle) {
+            unsigned first = (unsigned)__builtin_ctzll(idle);
+            /* bit 0 (the header) is never idle, so first >= 1 and the
+             * shift brings in a zero: the run ends inside the word */
+            unsigned n = (unsigned)__builtin_ctzll(~(idle >> first));
+            cv_os_purge((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
+            uint64_t mask = run_mask(first, n);
+            chunk->slices_dirty &= ~mask;
+            idle &= ~mask;
+            released = true;
+        }
+    }
+    cv_arena_unlock();
+    return released;
+}
+
+/* ---- fork --------------------------------------------------------------- */
+/* The child must find the lock free and the structures consistent: take the
+ * lock before fork so that no thread is inside it at the moment of fork. */
+void cv_arena_fork_prepare(void) {
+    cv_arena_lock();
+}
+
+void cv_arena_fork_parent(void) {
+    cv_arena_unlock();
+}
+
+void cv_arena_fork_child(void) {
+    pthread_mutex_init(&arena.lock, NULL);
+}
+
+/* ---- statistics --------------------------------------------------------- */
+void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void *arg) {
+    cv_arena_lock();
+    for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
+        for (unsigned i = 1; i < SLICES_PER_CHUNK; i++) {
+            if (chunk->slice_page[i] == i)
+                visit(&chunk->pages[i], arg);
+        }
+    }
+    cv_arena_unlock();
+}

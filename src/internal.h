@@ -1,0 +1,198 @@
+/*
+ * internal.h: prototypes of every module and the static inline helpers that
+ * the fast paths are made of. Internal symbols with external linkage carry
+ * the cv_ prefix so that a static link cannot clash with a program's names;
+ * static functions inside a module use short names.
+ *
+ * Layers, high to low (a module only calls modules below it):
+ *   api.c (public entry points)
+ *   heap.c (thread heaps), large.c (large blocks)
+ *   page.c (free lists inside one page)
+ *   arena.c (chunks, slices, reservations, the chunk map)
+ *   os.c (kernel calls, environment), msg.c (output without malloc)
+ *   cross-cutting: size_class.c, options.c, stats.c, init.c
+ */
+#ifndef CARVE_INTERNAL_H
+#define CARVE_INTERNAL_H
+
+#include "types.h"
+#include "carve.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* ---- os.c: every kernel call ------------------------------------------- */
+void *cv_os_map(size_t size);
+void *cv_os_map_aligned(size_t size, size_t align);
+void cv_os_unmap(void *p, size_t size);
+bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size);
+bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
+void cv_os_purge(void *p, size_t size);
+void cv_os_write_stderr(const char *s, size_t n);
+const char *cv_os_getenv(const char *name);
+size_t cv_os_page_size(void);
+
+/* The thread pointer is unique among live threads and costs one load. */
+CARVE_INLINE uintptr_t cv_thread_id(void) {
+#if defined(__x86_64__)
+    uintptr_t tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    return tp;
+#elif defined(__aarch64__)
+    uintptr_t tp;
+    __asm__ volatile("mrs %0, tpidr_el0" : "=r"(tp));
+    return tp;
+#else
+    static CARVE_TLS char anchor;
+    return (uintptr_t)&anchor;
+#endif
+}
+
+/* ---- msg.c: formatted output that never allocates ---------------------- */
+/* Formats %s %d %u %zu %zx %p %c into buf (always NUL-terminated). */
+size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cv_msg_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "carve: <what> of 0x<addr> (<detail>) in <func>", then abort(). */
+__attribute__((noreturn, cold)) void cv_msg_fatal(const char *what, const void *addr,
+                                                  const char *detail, const char *func);
+
+/* ---- size_class.c ------------------------------------------------------ */
+extern const uint32_t cv_class_size[CLASS_COUNT];
+extern const uint8_t cv_class_slices[CLASS_COUNT];
+extern const uint8_t cv_class_small[17];
+
+/* Size to class: a table up to 128 bytes, then four classes per doubling
+ * from the position of the highest bit (about 8 instructions). */
+CARVE_INLINE unsigned cv_size_class(size_t size) {
+    if (size <= 128)
+        return cv_class_small[(size + 7) >> 3];
+    unsigned k = 63u - (unsigned)__builtin_clzl(size - 1); /* size in (2^k, 2^(k+1)] */
+    return (k - 7) * 4 + 9 + (unsigned)(((size - 1) >> (k - 2)) & 3);
+}
+
+/* ---- arena.c: chunks, slices and the chunk map ------------------------- */
+extern uint8_t cv_chunk_map[MAP_SLOTS];
+
+CARVE_INLINE unsigned cv_map_kind(uintptr_t a) {
+    if (unlikely(a >> ADDRESS_BITS))
+        return MAP_NONE;
+    return __atomic_load_n(&cv_chunk_map[a >> CHUNK_SHIFT], __ATOMIC_RELAXED);
+}
+
+CARVE_INLINE chunk_t *cv_chunk_of(uintptr_t a) {
+    return (chunk_t *)(a & ~(uintptr_t)CHUNK_MASK);
+}
+
+/* The page covering a; pages[0] (the header slice's dummy page, which owns
+ * nothing and holds no block) for free slices. */
+CARVE_INLINE page_t *cv_page_of(chunk_t *chunk, uintptr_t a) {
+    return &chunk->pages[chunk->slice_page[(a & CHUNK_MASK) >> SLICE_SHIFT]];
+}
+
+page_t *cv_arena_page_alloc(size_t slices);
+void cv_arena_page_free(page_t *page);
+void cv_arena_page_free_locked(page_t *page);
+void cv_arena_lock(void);
+void cv_arena_unlock(void);
+void cv_arena_abandon_locked(page_t *page);
+page_t *cv_arena_adopt(unsigned class_idx);
+void cv_arena_free_abandoned(page_t *page);
+void *cv_arena_meta_alloc(size_t size);
+bool cv_arena_trim(void);
+void cv_arena_fork_prepare(void);
+void cv_arena_fork_parent(void);
+void cv_arena_fork_child(void);
+void cv_arena_set_large(uintptr_t slot_addr, unsigned kind);
+void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void *arg);
+
+/* ---- page.c ------------------------------------------------------------ */
+void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap);
+void cv_page_extend(page_t *page);
+void cv_page_collect(page_t *page);
+/* A block pointer is valid for page when it is a block boundary inside it. */
+bool cv_page_is_block(const page_t *page, uintptr_t a);
+
+/* ---- heap.c: thread heaps ---------------------------------------------- */
+extern page_t cv_page_empty;
+extern heap_t cv_heap_empty;
+extern CARVE_TLS heap_t *cv_tl_heap;
+
+void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero);
+void cv_heap_free_local_slow(page_t *page);
+void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
+heap_t *cv_heap_get_slow(void);
+void cv_heap_thread_done(void *heap);
+
+CARVE_INLINE heap_t *cv_heap_get(void) {
+    heap_t *heap = cv_tl_heap;
+    if (unlikely(heap == &cv_heap_empty))
+        heap = cv_heap_get_slow();
+    return heap;
+}
+
+/* Take the first block of a page whose free list is not empty. calloc skips
+ * the memset when the block comes from never-touched memory: only its first
+ * word (the free-list link) is dirty. */
+CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
+    block_t *b = page->free;
+    page->free = b->next;
+    page->used++;
+    if (zero) {
+        if (page->free_is_zero)
+            b->next = NULL;
+        else
+            memset(b, 0, page->block_size);
+    }
+    return b;
+}
+
+/* The allocation fast path: pop the class's current page. The empty heap's
+ * pages all have NULL free lists, so the first call of a thread (and of the
+ * process) falls into the slow path, which sets everything up. */
+CARVE_INLINE void *cv_heap_alloc(heap_t *heap, size_t size, bool zero) {
+    if (likely(size <= SMALL_MAX)) {
+        page_t *page = heap->direct[cv_size_class(size)];
+        if (likely(page->free != NULL))
+            return cv_page_pop(page, zero);
+    }
+    return cv_heap_alloc_slow(heap, size, zero);
+}
+
+/* ---- large.c ----------------------------------------------------------- */
+void *cv_large_alloc(size_t size, size_t align, bool zero);
+/* The header of a large block, or NULL when p is not a large block's start. */
+large_t *cv_large_header(uintptr_t a, unsigned kind);
+void cv_large_free(large_t *h);
+void *cv_large_realloc(large_t *h, size_t size);
+bool cv_large_trim(void);
+void cv_large_fork_prepare(void);
+void cv_large_fork_parent(void);
+void cv_large_fork_child(void);
+CARVE_INLINE size_t cv_large_usable(const large_t *h) {
+    return h->map_size - h->offset;
+}
+
+/* ---- init.c ------------------------------------------------------------ */
+bool cv_init(void);
+extern _Atomic int cv_init_state; /* 2 when ready */
+
+/* ---- options.c --------------------------------------------------------- */
+typedef struct options {
+    bool stats_at_exit;
+} options_t;
+extern options_t cv_options;
+void cv_options_parse(void);
+
+/* ---- stats.c ----------------------------------------------------------- */
+typedef struct stats {
+    _Atomic size_t large_count, large_bytes;
+    _Atomic size_t large_total; /* large blocks ever allocated */
+    size_t chunks;              /* under the arena lock */
+    size_t reserved;            /* bytes of reservations */
+} stats_t;
+extern stats_t cv_stats;
+void cv_stats_print(void);
+void cv_stats_collect(struct carve_mallinfo2 *mi);
+
+#endif /* CARVE_INTERNAL_H */

@@ -1,0 +1,231 @@
+/*
+ * large.c: blocks above SMALL_MAX, each in its own mapping.
+ *
+ * The mapping starts on a chunk boundary with a 64-byte header, so the
+ * chunk map answers "is this a large block" for the user pointer's slot and
+ * the header sits at a known place: the slot base (MAP_LARGE), or one chunk
+ * lower for alignments of a chunk or more, where the user pointer is itself
+ * on a slot boundary (MAP_LARGE_PREV).
+ *
+ *   [lead: padding for alignment >= CHUNK][header|....user block....]
+ *
+ * realloc resizes the mapping with mremap: in place when the address space
+ * after it is free, otherwise by moving its pages (never its bytes) to a new
+ * chunk-aligned place.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+static size_t page_round(size_t n) {
+    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
+}
+
+/* Where the user pointer's slot says the header is. */
+static unsigned kind_for(size_t offset) {
+    return offset < CHUNK_SIZE ? MAP_LARGE : MAP_LARGE_PREV;
+}
+
+static size_t map_align(const large_t *h) {
+    return h->lead ? h->lead + CHUNK_SIZE : CHUNK_SIZE;
+}
+
+/* ---- the cache of freed mappings ---------------------------------------- */
+/* A program that allocates big buffers in a loop would otherwise pay mmap,
+ * munmap and a page fault per 4 KiB every time: glibc is several times
+ * faster than jemalloc on such loops because it reuses such memory. Freed
+ * mappings (without alignment padding) wait here, bounded in count and
+ * bytes; an allocation takes the smallest one that fits without wasting
+ * more than a quarter of it. */
+#define CACHE_SLOTS 16
+#define CACHE_MAX_BYTES ((size_t)64 << 20)
+
+static struct {
+    pthread_mutex_t lock;
+    large_t *slot[CACHE_SLOTS];
+    size_t bytes;
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static large_t *cache_take(size_t map_size) {
+    large_t *best = NULL;
+    unsigned best_i = 0;
+    pthread_mutex_lock(&cache.lock);
+    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
+        large_t *h = cache.slot[i];
+        if (h == NULL || h->map_size < map_size || h->map_size - map_size > h->map_size / 4)
+            continue;
+        if (best == NULL || h->map_size < best->map_size) {
+            best = h;
+            best_i = i;
+        }
+    }
+    if (best != NULL) {
+        cache.slot[best_i] = NULL;
+        cache.bytes -= best->map_size;
+    }
+    pthread_mutex_unlock(&cache.lock);
+    return best;
+}
+
+/* Keeps h (returns true) or leaves it to the caller to unmap. When full,
+ * the oldest-looking entry (the biggest) makes room only for a smaller one,
+ * so the cache drifts toward the sizes in use. */
+static bool cache_put(large_t *h) {
+    if (h->lead != 0 || h->map_size > CACHE_MAX_BYTES / 4)
+        return false;
+    large_t *evict = NULL;
+    bool kept = false;
+    pthread_mutex_lock(&cache.lock);
+    for (unsigned i = 0; i < CACHE_SLOTS && !kept; i++) {
+        if (cache.slot[i] == NULL && cache.bytes + h->map_size <= CACHE_MAX_BYTES) {
+            cache.slot[i] = h;
+            cache.bytes += h->map_size;
+            kept = true;
+        }
+    }
+    if (!kept) {
+        unsigned big = 0;
+        for (unsigned i = 1; i < CACHE_SLOTS; i++) {
+            if (cache.slot[i] && (!cache.slot[big] || cache.slot[i]->map_size > cache.slot[big]->map_size))
+                big = i;
+        }
+        evict = cache.slot[big];
+        if (evict != NULL && evict->map_size > h->map_size &&
+            cache.bytes - evict->map_size + h->map_size <= CACHE_MAX_BYTES) {
+            cache.slot[big] = h;
+            cache.bytes += h->map_size - evict->map_size;
+            kept = true;
+        } else {
+            evict = NULL;
+        }
+    }
+    pthread_mutex_unlock(&cache.lock);
+    if (evict != NULL)
+        cv_os_unmap(evict, evict->map_size);
+    return kept;
+}
+
+void cv_large_fork_prepare(void) {
+    pthread_mutex_lock(&cache.lock);
+}
+
+void cv_large_fork_parent(void) {
+    pthread_mutex_unlock(&cache.lock);
+}
+
+void cv_large_fork_child(void) {
+    pthread_mutex_init(&cache.lock, NULL);
+}
+
+bool cv_large_trim(void) {
+    large_t *all[CACHE_SLOTS];
+    unsigned n = 0;
+    pthread_mutex_lock(&cache.lock);
+    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
+        if (cache.slot[i] != NULL)
+            all[n++] = cache.slot[i];
+        cache.slot[i] = NULL;
+    }
+    cache.bytes = 0;
+    pthread_mutex_unlock(&cache.lock);
+    for (unsigned i = 0; i < n; i++)
+        cv_os_unmap(all[i], all[i]->map_size);
+    return n > 0;
+}
+
+void *cv_large_alloc(size_t size, size_t align, bool zero) {
+    size_t offset, lead, malign;
+    if (align < CHUNK_SIZE) {
+        offset = align > LARGE_HEADER ? align : LARGE_HEADER;
+        lead = 0;
+        malign = CHUNK_SIZE;
+    } else {
+        offset = CHUNK_SIZE;
+        lead = align - CHUNK_SIZE;
+        malign = align;
+    }
+    if (size > PTRDIFF_MAX - offset - lead - CARVE_PAGE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t map_size = page_round(offset + size);
+    large_t *h = lead == 0 ? cache_take(map_size) : NULL;
+    if (h != NULL) {
+        map_size = h->map_size;
+        if (zero) /* fresh mappings read as zero; a reused one does not */
+            memset(h, 0, map_size);
+    } else {
+        uint8_t *base = cv_os_map_aligned(lead + map_size, malign);
+        if (base == NULL) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        h = (large_t *)(base + lead);
+    }
+    h->magic = LARGE_MAGIC;
+    h->map_size = map_size;
+    h->offset = offset;
+    h->lead = lead;
+    uintptr_t user = (uintptr_t)h + offset;
+    cv_arena_set_large(user, kind_for(offset));
+    atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cv_stats.large_bytes, map_size, memory_order_relaxed);
+    atomic_fetch_add_explicit(&cv_stats.large_total, 1, memory_order_relaxed);
+    return (void *)user;
+}
+
+large_t *cv_large_header(uintptr_t a, unsigned kind) {
+    uintptr_t slot = a & ~(uintptr_t)CHUNK_MASK;
+    large_t *h = (large_t *)(kind == MAP_LARGE_PREV ? slot - CHUNK_SIZE : slot);
+    if (h->magic != LARGE_MAGIC || (uintptr_t)h + h->offset != a)
+        return NULL;
+    return h;
+}
+
+void cv_large_free(large_t *h) {
+    cv_arena_set_large((uintptr_t)h + h->offset, MAP_NONE);
+    h->magic = 0; /* a second free of this address finds no header */
+    atomic_fetch_sub_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
+    if (!cache_put(h))
+        cv_os_unmap((uint8_t *)h - h->lead, h->lead + h->map_size);
+}
+
+void *cv_large_realloc(large_t *h, size_t size) {
+    size_t offset = h->offset;
+    if (size > PTRDIFF_MAX - offset - h->lead - CARVE_PAGE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t old_size = h->map_size;
+    size_t new_size = page_round(offset + size);
+    if (new_size == old_size)
+        return (uint8_t *)h + offset;
+    /* Shrinking never moves; growing stays in place when it can. */
+    if (cv_os_remap_inplace(h, old_size, new_size)) {
+        h->map_size = new_size;
+        atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
+        return (uint8_t *)h + offset;
+    }
+    /* Move: reserve a new aligned place, then let the kernel move the pages
+     * there. The old lead (alignment padding) is unmapped separately. */
+    size_t lead = h->lead;
+    uint8_t *base = cv_os_map_aligned(lead + new_size, map_align(h));
+    if (base == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    large_t *nh = (large_t *)(base + lead);
+    uint8_t *old_base = (uint8_t *)h - lead;
+    uintptr_t old_user = (uintptr_t)h + offset;
+    if (!cv_os_remap_to(h, old_size, new_size, nh)) {
+        cv_os_unmap(base, lead + new_size);
+        errno = ENOMEM;
+        return NULL;
+    }
+    cv_os_unmap(old_base, lead);
+    nh->map_size = new_size;
+    cv_arena_set_large((uintptr_t)nh + offset, kind_for(offset));
+    cv_arena_set_large(old_user, MAP_NONE);
+    atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
+    return (uint8_t *)nh + offset;
+}

@@ -1,0 +1,118 @@
+/*
+ * msg.c: output that never allocates. stdio may call malloc, and an
+ * allocator that reports heap corruption cannot trust its own heap, so
+ * error lines and statistics are formatted here into a stack buffer and
+ * written with write(2).
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+
+typedef struct out {
+    char *buf;
+    size_t cap, len;
+} out_t;
+
+static void put_char(out_t *o, char c) {
+    if (o->len + 1 < o->cap)
+        o->buf[o->len] = c;
+    o->len++;
+}
+
+static void put_str(out_t *o, const char *s) {
+    for (; *s; s++)
+        put_char(o, *s);
+}
+
+static void put_uint(out_t *o, unsigned long long v, unsigned base, int min_digits) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = "0123456789abcdef"[v % base];
+        v /= base;
+    } while (v != 0);
+    while (n < min_digits)
+        tmp[n++] = '0';
+    while (n > 0)
+        put_char(o, tmp[--n]);
+}
+
+static size_t vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
+    out_t o = {buf, cap, 0};
+    for (; *fmt; fmt++) {
+        if (*fmt != '%') {
+            put_char(&o, *fmt);
+            continue;
+        }
+        fmt++;
+        bool size_t_arg = false;
+        if (*fmt == 'z') {
+            size_t_arg = true;
+            fmt++;
+        }
+        switch (*fmt) {
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            put_str(&o, s ? s : "(null)");
+            break;
+        }
+        case 'c':
+            put_char(&o, (char)va_arg(ap, int));
+            break;
+        case 'd': {
+            long long v = size_t_arg ? (long long)va_arg(ap, size_t) : va_arg(ap, int);
+            if (v < 0) {
+                put_char(&o, '-');
+                v = -v;
+            }
+            put_uint(&o, (unsigned long long)v, 10, 1);
+            break;
+        }
+        case 'u':
+            put_uint(&o, size_t_arg ? va_arg(ap, size_t) : va_arg(ap, unsigned), 10, 1);
+            break;
+        case 'x':
+            put_uint(&o, size_t_arg ? va_arg(ap, size_t) : va_arg(ap, unsigned), 16, 1);
+            break;
+        case 'p':
+            put_str(&o, "0x");
+            put_uint(&o, (uintptr_t)va_arg(ap, void *), 16, 1);
+            break;
+        case '%':
+            put_char(&o, '%');
+            break;
+        default:
+            put_char(&o, '?');
+            break;
+        }
+    }
+    if (cap > 0)
+        buf[o.len < cap ? o.len : cap - 1] = '\0';
+    return o.len < cap ? o.len : cap - 1;
+}
+
+size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = vformat(buf, cap, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+void cv_msg_print(const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = vformat(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cv_os_write_stderr(buf, n);
+}
+
+void cv_msg_fatal(const char *what, const void *addr, const char *detail, const char *func) {
+    char buf[256];
+    size_t n = cv_msg_format(buf, sizeof buf, "carve: %s of %p (%s) in %s()\n", what, addr,
+                             detail, func);
+    cv_os_write_stderr(buf, n);
+    abort();
+}

@@ -1,0 +1,80 @@
+/*
+ * page.c: the free lists of one page.
+ *
+ * Three lists, as in mimalloc, so that no list is shared by two writers
+ * without an atomic:
+ *   free         what malloc pops (owner only)
+ *   local_free   what the owner's free pushes (owner only)
+ *   thread_free  what other threads' free pushes (one CAS each), taken in
+ *                bulk by the owner with one exchange
+ * malloc never looks at local_free or thread_free on its fast path; when
+ * free runs dry the slow path folds them in (cv_page_collect), and only then
+ * carves fresh blocks (cv_page_extend), so memory is touched in the order it
+ * is used.
+ */
+#include "internal.h"
+
+void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
+    page->class_idx = (uint8_t)class_idx;
+    page->block_size = cv_class_size[class_idx];
+    page->reserved = (uint32_t)(((size_t)page->slice_count << SLICE_SHIFT) / page->block_size);
+    page->capacity = 0;
+    page->used = 0;
+    page->free = page->local_free = NULL;
+    page->free_is_zero = false;
+    page->next = page->prev = NULL;
+    page->state = PAGE_OWNED;
+    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    atomic_store_explicit(&page->heap, heap, memory_order_release);
+    atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
+}
+
+/* Carve the next few blocks into the (empty) free list: about 4 KiB worth
+ * and at least 4 blocks, mimalloc's figure, so that a page's memory is
+ * touched a kernel page at a time as it is needed. */
+void cv_page_extend(page_t *page) {
+    size_t bs = page->block_size;
+    uint32_t left = page->reserved - page->capacity;
+    uint32_t n = bs >= 1024 ? 4 : (uint32_t)(4096 / bs);
+    if (n > left)
+        n = left;
+    if (n == 0)
+        return;
+    uint8_t *first = page->start + (size_t)page->capacity * bs;
+    uint8_t *b = first;
+    for (uint32_t i = 1; i < n; i++, b += bs)
+        ((block_t *)b)->next = (block_t *)(b + bs);
+    ((block_t *)b)->next = NULL;
+    page->free = (block_t *)first;
+    page->free_is_zero = page->memory_is_zero;
+    page->capacity += n;
+}
+
+/* Fold the remote frees into local_free, then local_free into free when
+ * free is empty. used counts the remote frees only now: a block on
+ * thread_free is still "used" until its owner sees it. */
+void cv_page_collect(page_t *page) {
+    if (atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL) {
+        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
+        uint32_t count = 1;
+        block_t *tail = list;
+        while (tail->next != NULL) {
+            tail = tail->next;
+            count++;
+        }
+        tail->next = page->local_free;
+        page->local_free = list;
+        page->used -= count;
+    }
+    if (page->free == NULL && page->local_free != NULL) {
+        page->free = page->local_free;
+        page->local_free = NULL;
+        page->free_is_zero = false;
+    }
+}
+
+bool cv_page_is_block(const page_t *page, uintptr_t a) {
+    size_t off = a - (uintptr_t)page->start;
+    return off < (size_t)page->reserved * page->block_size && off % page->block_size == 0;
+}

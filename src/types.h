@@ -1,0 +1,158 @@
+/*
+ * types.h: every constant, build switch and structure of carve in one place.
+ *
+ * Memory layout, top to bottom (see doc/design.md for the reasons):
+ *
+ *   reservation  CARVE_RESERVE_SIZE of MAP_NORESERVE address space
+ *   chunk        CHUNK_SIZE (4 MiB), aligned to its size, so that
+ *                ptr & ~CHUNK_MASK finds the chunk header in O(1)
+ *   slice        SLICE_SIZE (64 KiB): chunks are cut into 64 slices; slice 0
+ *                holds the chunk header, slices 1..63 make pages
+ *   page         one or more slices serving one size class, owned by one
+ *                thread heap; blocks carry no header
+ *   large block  anything above SMALL_MAX: its own chunk-aligned mapping,
+ *                grown and shrunk with mremap
+ */
+#ifndef CARVE_TYPES_H
+#define CARVE_TYPES_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+/* ---- build switches (configure --enable-debug) ------------------------ */
+#ifdef CARVE_DEBUG
+static const bool config_debug = true;
+#else
+static const bool config_debug = false;
+#endif
+
+/* ---- compiler helpers --------------------------------------------------- */
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define CARVE_EXPORT __attribute__((visibility("default")))
+#define CARVE_NOINLINE __attribute__((noinline))
+#define CARVE_COLD __attribute__((cold, noinline))
+#define CARVE_INLINE static inline __attribute__((always_inline))
+#define CARVE_TLS __thread __attribute__((tls_model("initial-exec")))
+
+/* ---- geometry ----------------------------------------------------------- */
+#define CARVE_PAGE 4096u                     /* kernel page; checked at init */
+#define CHUNK_SHIFT 22
+#define CHUNK_SIZE ((size_t)1 << CHUNK_SHIFT) /* 4 MiB */
+#define CHUNK_MASK (CHUNK_SIZE - 1)
+#define SLICE_SHIFT 16
+#define SLICE_SIZE ((size_t)1 << SLICE_SHIFT) /* 64 KiB */
+#define SLICES_PER_CHUNK (CHUNK_SIZE / SLICE_SIZE)
+/* Reservations are big so that chunks rarely need a system call; NORESERVE
+ * means none of it is committed until touched. Halved on failure (strict
+ * overcommit) down to a single chunk. */
+#define RESERVE_SIZE ((size_t)256 << 20)
+
+/* The chunk map has one byte per chunk-sized slot of the 47-bit user address
+ * space: 2^25 bytes of .bss, touched one 4 KiB page per 16 GiB of address
+ * space actually used. */
+#define ADDRESS_BITS 47
+#define MAP_SLOTS ((size_t)1 << (ADDRESS_BITS - CHUNK_SHIFT))
+enum map_kind {
+    MAP_NONE = 0,       /* not carve's */
+    MAP_SMALL = 1,      /* a chunk of pages; header at the slot base */
+    MAP_LARGE = 2,      /* a large block; header at the slot base */
+    MAP_LARGE_PREV = 3, /* a large block aligned to >= CHUNK_SIZE: its
+                           header is at the slot base one chunk lower */
+};
+
+/* ---- size classes ------------------------------------------------------- */
+/* 8, then 16..128 by 16, then four classes per doubling up to 256 KiB:
+ * worst-case internal waste 25% just above a power of two, 12.5% on average
+ * over uniformly spread sizes (jemalloc's spacing). */
+#define SMALL_MAX ((size_t)256 << 10)
+#define CLASS_COUNT 53
+#define ALIGN_MIN 16 /* x86-64 ABI: max_align_t for blocks of 16 bytes up */
+
+/* ---- blocks and pages --------------------------------------------------- */
+typedef struct block {
+    struct block *next;
+} block_t;
+
+struct heap;
+
+enum page_state {
+    PAGE_FREE = 0,  /* slices not in use */
+    PAGE_OWNED,     /* in a thread heap's queue or full list */
+    PAGE_ABANDONED, /* its heap's thread exited; waits in arena.abandoned */
+};
+
+/*
+ * A page descriptor lives in its chunk's header, indexed by the page's first
+ * slice. Fields in the first group belong to the owning thread alone; the
+ * atomics are what other threads may touch.
+ */
+typedef struct page {
+    /* owner-only: the allocation fast path reads these */
+    block_t *free;       /* what malloc pops */
+    block_t *local_free; /* what the owner's free pushes */
+    /* Blocks handed out and not yet returned to free/local_free. Bit 31 is
+     * PAGE_IN_FULL, so that the owner's free tests "page now empty, or page
+     * waiting in the full list" with one compare (page_free_local). */
+    uint32_t used;
+    uint32_t capacity;   /* blocks carved so far */
+    uint32_t reserved;   /* blocks that fit */
+    uint32_t block_size;
+    uint8_t class_idx;
+    uint8_t slice_count;
+    uint8_t state;       /* enum page_state, changed under the arena lock */
+    bool free_is_zero;   /* every block on free is zero past its next word */
+    bool memory_is_zero; /* never-touched memory beyond capacity reads zero */
+    uint8_t *start;
+    struct page *next, *prev; /* heap queue, full list or abandoned list */
+
+    /* shared with other threads */
+    _Atomic(uintptr_t) owner;        /* owning thread's id, 0 if none */
+    _Atomic(struct heap *) heap;     /* owning heap, NULL if none */
+    _Atomic(block_t *) thread_free;  /* other threads' frees, one CAS each */
+    _Atomic(bool) in_full;           /* the owner parked it in its full list */
+} page_t;
+
+#define PAGE_IN_FULL 0x80000000u
+
+typedef struct chunk {
+    /* slice -> first slice of the page covering it (0 for free slices and
+     * for the header slice: pages[0] is the never-allocating dummy page) */
+    uint8_t slice_page[SLICES_PER_CHUNK];
+    uint64_t slices_used;  /* bit per slice in a page (bit 0: header) */
+    uint64_t slices_dirty; /* bit per slice touched since mapped or purged */
+    struct chunk *next;    /* arena's list of chunks */
+    page_t pages[SLICES_PER_CHUNK];
+} chunk_t;
+
+/* ---- large blocks ------------------------------------------------------- */
+#define LARGE_MAGIC 0x6c61726765636172ull /* "carlarge" */
+#define LARGE_HEADER 64                   /* user offset for alignment <= 64 */
+
+typedef struct large {
+    uint64_t magic;
+    size_t map_size; /* bytes mapped, from the header on */
+    size_t offset;   /* user pointer - header */
+    size_t lead;     /* bytes mapped before the header (alignment >= CHUNK) */
+} large_t;
+
+/* ---- thread heaps ------------------------------------------------------- */
+typedef struct page_queue {
+    page_t *first, *last;
+} page_queue_t;
+
+typedef struct heap {
+    /* Fast path: direct[c] is the page malloc tries first for class c, or
+     * the shared empty page, whose free list is always NULL. */
+    page_t *direct[CLASS_COUNT];
+    uintptr_t owner;                 /* thread id of the owner */
+    page_queue_t queues[CLASS_COUNT];
+    page_queue_t full;               /* pages with no free block left */
+    _Atomic(bool) full_freed;        /* a remote free hit a full page */
+    struct heap *next_free;          /* heap pool */
+} heap_t;
+
+#endif /* CARVE_TYPES_H */
