@@ -36,11 +36,23 @@ static heap_t *heap_pool; /* under the arena lock */
 
 /* ---- page queues -------------------------------------------------------- */
 
+/* Keep direct[c] on the queue's first page, and move the pin (one extra
+ * count in used, see page_t) with it. A page that loses the pin is never
+ * empty here: it is leaving for the full list, or it is being retired,
+ * which happens only to pages that are not current. */
 static void direct_update(heap_t *heap, page_queue_t *q) {
-    if (q != &heap->full) {
-        unsigned c = (unsigned)(q - heap->queues);
-        heap->direct[c] = q->first ? q->first : &cv_page_empty;
-    }
+    if (q == &heap->full)
+        return;
+    unsigned c = (unsigned)(q - heap->queues);
+    page_t *old = heap->direct[c];
+    page_t *now = q->first ? q->first : &cv_page_empty;
+    if (old == now)
+        return;
+    if (old != &cv_page_empty)
+        old->used--;
+    if (now != &cv_page_empty)
+        now->used++;
+    heap->direct[c] = now;
 }
 
 static void queue_remove(heap_t *heap, page_queue_t *q, page_t *page) {
@@ -102,14 +114,10 @@ static void page_from_full(heap_t *heap, page_t *page) {
     atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
 }
 
-/* A page whose every block is back. Keep it if it is the class's only page
- * (a malloc/free loop would otherwise fetch and return a page each time);
- * give it to the arena otherwise. */
+/* A page whose every block is back and which is not its class's current
+ * page (that one holds the pin): give it to the arena. */
 static void page_retire(heap_t *heap, page_t *page) {
-    page_queue_t *q = &heap->queues[page->class_idx];
-    if (q->first == page && page->next == NULL)
-        return;
-    queue_remove(heap, q, page);
+    queue_remove(heap, &heap->queues[page->class_idx], page);
     cv_arena_page_free(page);
 }
 
@@ -290,8 +298,11 @@ void cv_heap_thread_done(void *arg) {
     if (heap == NULL || heap == &cv_heap_empty)
         return;
     cv_arena_lock();
-    for (unsigned c = 0; c < CLASS_COUNT; c++)
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        if (heap->direct[c] != &cv_page_empty)
+            heap->direct[c]->used--; /* drop the pin */
         abandon_list(heap->queues[c].first);
+    }
     abandon_list(heap->full.first);
     heap->next_free = heap_pool;
     heap_pool = heap;

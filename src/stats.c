@@ -19,7 +19,11 @@ static void count_page(const page_t *page, void *arg) {
     class_totals_t *t = arg;
     unsigned c = page->class_idx;
     t->pages[c]++;
-    t->live[c] += page->used & ~PAGE_IN_FULL;
+    uint32_t live = page->used & ~PAGE_IN_FULL;
+    heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
+    if (heap != NULL && heap->direct[c] == page && live > 0)
+        live--; /* the current page's pin */
+    t->live[c] += live;
     t->carved[c] += page->capacity;
     if (page->state == PAGE_ABANDONED)
         t->abandoned++;

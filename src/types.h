@@ -94,9 +94,11 @@ typedef struct page {
     /* owner-only: the allocation fast path reads these */
     block_t *free;       /* what malloc pops */
     block_t *local_free; /* what the owner's free pushes */
-    /* Blocks handed out and not yet returned to free/local_free. Bit 31 is
+    /* Blocks handed out and not yet returned to free/local_free, plus one
+     * while the page is its class's current page (heap->direct), so that a
+     * malloc/free loop on the current page never sees it "empty". Bit 31 is
      * PAGE_IN_FULL, so that the owner's free tests "page now empty, or page
-     * waiting in the full list" with one compare (page_free_local). */
+     * waiting in the full list" with one compare (see do_free in api.c). */
     uint32_t used;
     uint32_t capacity;   /* blocks carved so far */
     uint32_t reserved;   /* blocks that fit */
@@ -114,7 +116,9 @@ typedef struct page {
     _Atomic(struct heap *) heap;     /* owning heap, NULL if none */
     _Atomic(block_t *) thread_free;  /* other threads' frees, one CAS each */
     _Atomic(bool) in_full;           /* the owner parked it in its full list */
-} page_t;
+} __attribute__((aligned(128))) page_t; /* a power of two: the page lookup
+                                           indexes with a shift, and no two
+                                           pages share a cache line */
 
 #define PAGE_IN_FULL 0x80000000u
 
