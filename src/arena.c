@@ -110,6 +110,7 @@ page_t *cv_arena_page_alloc(size_t slices) {
     chunk->slices_dirty |= mask;
     page->start = (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT);
     page->slice_count = (uint8_t)n;
+    page->state = PAGE_OWNED; /* read under the lock by cv_arena_free_abandoned */
     for (unsigned i = first; i < first + n; i++)
         chunk->slice_page[i] = (uint8_t)first;
     cv_arena_unlock();

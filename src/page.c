@@ -23,7 +23,6 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
     page->free = page->local_free = NULL;
     page->free_is_zero = false;
     page->next = page->prev = NULL;
-    page->state = PAGE_OWNED;
     atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
     atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
     atomic_store_explicit(&page->heap, heap, memory_order_release);
