@@ -178,8 +178,27 @@ bool cv_init(void);
 extern _Atomic int cv_init_state; /* 2 when ready */
 
 /* ---- options.c --------------------------------------------------------- */
+enum purge_mode { PURGE_FREE = 0, PURGE_DONTNEED, PURGE_NONE };
+
+/* debug= checks (options.c parses them, debug.c implements them) */
+enum debug_flags {
+    DEBUG_GUARDS = 1u << 0,     /* PROT_NONE pages after large blocks, between pages */
+    DEBUG_CANARY = 1u << 1,     /* bytes after each small block, checked on free */
+    DEBUG_JUNK = 1u << 2,       /* 0xA5 on allocation, 0x5A on free */
+    DEBUG_QUARANTINE = 1u << 3, /* delay reuse of freed blocks */
+    DEBUG_PAGE = 1u << 4,       /* one block per page, right against a guard page */
+    DEBUG_FREE_CHECKS = 1u << 5, /* double and invalid free on every path */
+    DEBUG_ALL = (1u << 6) - 1,
+};
+
 typedef struct options {
     bool stats_at_exit;
+    unsigned purge;      /* enum purge_mode */
+    unsigned decay_ms;   /* how long free memory stays before it is purged */
+    bool background;     /* a purger thread instead of purging from slow paths */
+    bool cgroup;         /* adapt purging to the cgroup memory limit */
+    unsigned debug;      /* enum debug_flags */
+    size_t quarantine;   /* bytes of freed blocks held back (DEBUG_QUARANTINE) */
 } options_t;
 extern options_t cv_options;
 void cv_options_parse(void);

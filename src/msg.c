@@ -38,6 +38,28 @@ static void put_uint(out_t *o, unsigned long long v, unsigned base, int min_digi
         put_char(o, tmp[--n]);
 }
 
+/* Pads the text written since start to width (right-aligned unless left). */
+static void pad(out_t *o, size_t start, unsigned width, bool left) {
+    size_t n = o->len - start;
+    if (n >= width)
+        return;
+    size_t fill = width - n;
+    if (left) {
+        while (fill--)
+            put_char(o, ' ');
+        return;
+    }
+    /* shift the field right inside the buffer (what fits of it) */
+    for (size_t i = 0; i < fill; i++)
+        put_char(o, ' ');
+    for (size_t i = o->len; i-- > start + fill;) {
+        if (i < o->cap - 1 && i - fill < o->cap - 1)
+            o->buf[i] = o->buf[i - fill];
+    }
+    for (size_t i = start; i < start + fill && i < o->cap - 1; i++)
+        o->buf[i] = ' ';
+}
+
 static size_t vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
     out_t o = {buf, cap, 0};
     for (; *fmt; fmt++) {
@@ -46,6 +68,15 @@ static size_t vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
             continue;
         }
         fmt++;
+        bool left = false;
+        unsigned width = 0;
+        if (*fmt == '-') {
+            left = true;
+            fmt++;
+        }
+        while (*fmt >= '0' && *fmt <= '9')
+            width = width * 10 + (unsigned)(*fmt++ - '0');
+        size_t start = o.len;
         bool size_t_arg = false;
         if (*fmt == 'z') {
             size_t_arg = true;
@@ -86,6 +117,7 @@ static size_t vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
             put_char(&o, '?');
             break;
         }
+        pad(&o, start, width, left);
     }
     if (cap > 0)
         buf[o.len < cap ? o.len : cap - 1] = '\0';

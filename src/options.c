@@ -7,9 +7,17 @@
  */
 #include "internal.h"
 
-options_t cv_options;
+/* Defaults. decay_ms: mimalloc purges after about 10 ms, jemalloc after
+ * 10 s; see doc/design.md for the measurement behind carve's figure. */
+options_t cv_options = {
+    .purge = PURGE_FREE,
+    .decay_ms = 50,
+    .cgroup = true,
+    .debug = config_debug ? DEBUG_ALL & ~DEBUG_PAGE : 0,
+    .quarantine = (size_t)16 << 20,
+};
 
-typedef enum { OPT_BOOL } opt_kind_t;
+typedef enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_PURGE, OPT_DEBUG } opt_kind_t;
 
 typedef struct option_desc {
     const char *name;
@@ -20,6 +28,20 @@ typedef struct option_desc {
 
 static const option_desc_t table[] = {
     {"stats", OPT_BOOL, &cv_options.stats_at_exit, "print statistics on stderr at exit (0/1)"},
+    {"purge", OPT_PURGE, &cv_options.purge,
+     "how free memory goes back to the kernel: free (MADV_FREE, default), dontneed "
+     "(MADV_DONTNEED: leaves RSS at once, for hard container limits), none"},
+    {"decay_ms", OPT_UINT, &cv_options.decay_ms,
+     "milliseconds free memory waits before it is purged (default 50)"},
+    {"background", OPT_BOOL, &cv_options.background,
+     "purge from a background thread, also while the program is idle (0/1)"},
+    {"cgroup", OPT_BOOL, &cv_options.cgroup,
+     "near the cgroup memory limit, purge at once with MADV_DONTNEED (default 1)"},
+    {"debug", OPT_DEBUG, &cv_options.debug,
+     "checks, '+'-separated or 'all': guards, canary, junk, quarantine, page, free "
+     "(e.g. debug=guards+canary); debug=none turns off a --enable-debug build's default"},
+    {"quarantine", OPT_SIZE, &cv_options.quarantine,
+     "bytes of freed blocks held back from reuse with debug=quarantine (default 16M)"},
 };
 #define OPTION_COUNT (sizeof table / sizeof table[0])
 
@@ -43,6 +65,80 @@ static bool parse_bool(const char *v, size_t n, bool *out) {
     return false;
 }
 
+static bool parse_uint(const char *v, size_t n, size_t *out) {
+    size_t x = 0, i = 0;
+    if (n == 0)
+        return false;
+    for (; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
+        if (x > (SIZE_MAX - 9) / 10)
+            return false;
+        x = x * 10 + (size_t)(v[i] - '0');
+    }
+    if (i < n) { /* one suffix: k, m, g (binary) */
+        if (i + 1 != n)
+            return false;
+        unsigned shift = v[i] == 'k' || v[i] == 'K' ? 10 : v[i] == 'm' || v[i] == 'M' ? 20
+                         : v[i] == 'g' || v[i] == 'G' ? 30 : 0;
+        if (shift == 0 || x > (SIZE_MAX >> shift))
+            return false;
+        x <<= shift;
+    }
+    *out = x;
+    return true;
+}
+
+static bool word_is(const char *v, size_t n, const char *w) {
+    return strlen(w) == n && strncmp(v, w, n) == 0;
+}
+
+static bool parse_purge(const char *v, size_t n, unsigned *out) {
+    if (word_is(v, n, "free"))
+        *out = PURGE_FREE;
+    else if (word_is(v, n, "dontneed"))
+        *out = PURGE_DONTNEED;
+    else if (word_is(v, n, "none"))
+        *out = PURGE_NONE;
+    else
+        return false;
+    return true;
+}
+
+/* "guards+canary", "all", "none"; '|' and ';' also separate, since ',' ends
+ * the option. */
+static bool parse_debug(const char *v, size_t n, unsigned *out) {
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } words[] = {
+        {"guards", DEBUG_GUARDS}, {"canary", DEBUG_CANARY}, {"junk", DEBUG_JUNK},
+        {"quarantine", DEBUG_QUARANTINE}, {"page", DEBUG_PAGE}, {"free", DEBUG_FREE_CHECKS},
+        {"all", DEBUG_ALL}, {"1", DEBUG_ALL & ~DEBUG_PAGE}, {"none", 0}, {"0", 0},
+    };
+    unsigned flags = 0;
+    while (n > 0) {
+        size_t w = 0;
+        while (w < n && v[w] != '+' && v[w] != '|' && v[w] != ';')
+            w++;
+        bool known = false;
+        for (size_t i = 0; i < sizeof words / sizeof words[0] && !known; i++) {
+            if (word_is(v, w, words[i].name)) {
+                flags |= words[i].flag;
+                known = true;
+            }
+        }
+        if (!known)
+            return false;
+        v += w;
+        n -= w;
+        if (n > 0) {
+            v++;
+            n--;
+        }
+    }
+    *out = flags;
+    return true;
+}
+
 /* One "key" or "key=value" item of length n. */
 static void parse_item(const char *item, size_t n) {
     size_t klen = 0;
@@ -62,6 +158,22 @@ static void parse_item(const char *item, size_t n) {
         switch (o->kind) {
         case OPT_BOOL:
             ok = parse_bool(value, vlen, (bool *)o->target);
+            break;
+        case OPT_UINT: {
+            size_t x;
+            ok = parse_uint(value, vlen, &x) && x <= 0xffffffffu;
+            if (ok)
+                *(unsigned *)o->target = (unsigned)x;
+            break;
+        }
+        case OPT_SIZE:
+            ok = parse_uint(value, vlen, (size_t *)o->target);
+            break;
+        case OPT_PURGE:
+            ok = parse_purge(value, vlen, (unsigned *)o->target);
+            break;
+        case OPT_DEBUG:
+            ok = parse_debug(value, vlen, (unsigned *)o->target);
             break;
         }
         if (!ok) {
