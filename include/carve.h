@@ -59,6 +59,35 @@ void carve_free_aligned_sized(void *ptr, size_t alignment, size_t size);
 /* Returns free memory to the kernel now; 1 if anything was released. */
 int carve_malloc_trim(size_t pad);
 
+/* What carve holds, in bytes unless said otherwise. "committed" is memory
+ * carve has touched and not given back since (an upper bound of its share
+ * of RSS); "purged" counts bytes given back to the kernel since start
+ * (MADV_FREE'd memory stays in RSS until the kernel reclaims it). */
+#define CARVE_STATS_CLASSES 64
+struct carve_class_stats {
+    size_t size;      /* block size of the class */
+    size_t pages;     /* pages serving it now */
+    size_t live;      /* blocks allocated and not freed (remote frees count
+                         once their owner has collected them) */
+    size_t mapped;    /* bytes of its pages */
+    size_t committed; /* bytes of its pages touched so far */
+    size_t purged;    /* bytes of freed pages of this class purged since start */
+};
+struct carve_stats {
+    size_t mapped;          /* chunks and large mappings (address space) */
+    size_t committed;       /* touched and not purged: small slices + large */
+    size_t purged;          /* small slices and cached large mappings given back */
+    size_t live;            /* bytes in live blocks, small (by class) and large */
+    size_t chunks;          /* 4 MiB chunks mapped now */
+    size_t large_live;      /* live large blocks (count) */
+    size_t large_mapped;    /* bytes of live large blocks' mappings */
+    size_t large_cached;    /* bytes of freed large mappings kept for reuse */
+    size_t cgroup_limit;    /* the memory limit carve adapts to, 0 if none */
+    size_t class_count;     /* entries used in classes[] */
+    struct carve_class_stats classes[CARVE_STATS_CLASSES];
+};
+void carve_stats_read(struct carve_stats *stats);
+
 /* Human-readable statistics on stderr (carve_stats_print is the same). */
 void carve_malloc_stats(void);
 void carve_stats_print(void);

@@ -221,9 +221,8 @@ CARVE_EXPORT void carve_free_aligned_sized(void *p, size_t align, size_t size) {
 
 CARVE_EXPORT int carve_malloc_trim(size_t pad) {
     (void)pad;
-    bool large = cv_large_trim();
-    bool small = cv_arena_trim();
-    return large || small;
+    cv_heap_trim();
+    return cv_purge_trim() ? 1 : 0;
 }
 
 CARVE_EXPORT void carve_malloc_stats(void) {
@@ -232,6 +231,10 @@ CARVE_EXPORT void carve_malloc_stats(void) {
 
 CARVE_EXPORT void carve_stats_print(void) {
     cv_stats_print();
+}
+
+CARVE_EXPORT void carve_stats_read(struct carve_stats *stats) {
+    cv_stats_read(stats);
 }
 
 CARVE_EXPORT struct carve_mallinfo2 carve_mallinfo2(void) {

@@ -60,6 +60,7 @@ static chunk_t *chunk_new(void) {
      * beyond the header slice's bits. */
     chunk->slices_used = 1;
     chunk->slices_dirty = 1;
+    chunk->slices_resident = 1;
     chunk->next = arena.chunks;
     arena.chunks = chunk;
     cv_stats.chunks++;
@@ -108,6 +109,11 @@ page_t *cv_arena_page_alloc(size_t slices) {
     page_t *page = &chunk->pages[first];
     page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
     chunk->slices_dirty |= mask;
+    atomic_fetch_add_explicit(&cv_stats.small_committed,
+                              (size_t)__builtin_popcountll(mask & ~chunk->slices_resident) << SLICE_SHIFT,
+                              memory_order_relaxed);
+    chunk->slices_resident |= mask;
+    chunk->empty_since_ms = 0;
     page->start = (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT);
     page->slice_count = (uint8_t)n;
     page->state = PAGE_OWNED; /* read under the lock by cv_arena_free_abandoned */
@@ -121,8 +127,12 @@ void cv_arena_page_free_locked(page_t *page) {
     chunk_t *chunk = cv_chunk_of((uintptr_t)page);
     unsigned first = (unsigned)(page - chunk->pages);
     unsigned n = page->slice_count;
-    for (unsigned i = first; i < first + n; i++)
+    uint64_t now = cv_os_now_ms();
+    for (unsigned i = first; i < first + n; i++) {
         chunk->slice_page[i] = 0;
+        chunk->slice_freed_ms[i] = now;
+        chunk->slice_class[i] = page->class_idx;
+    }
     chunk->slices_used &= ~run_mask(first, n);
     page->state = PAGE_FREE;
     page->free = page->local_free = NULL;
@@ -139,6 +149,7 @@ void cv_arena_page_free(page_t *page) {
     cv_arena_lock();
     cv_arena_page_free_locked(page);
     cv_arena_unlock();
+    cv_purge_tick();
 }
 
 /* ---- abandoned pages ---------------------------------------------------- */
@@ -215,27 +226,80 @@ void *cv_arena_meta_alloc(size_t size) {
     return p;
 }
 
-/* ---- trim --------------------------------------------------------------- */
-/* Free slices that were touched go back to the kernel now. */
-bool cv_arena_trim(void) {
-    bool released = false;
+/* ---- purging ------------------------------------------------------------ */
+
+static void purge_run(chunk_t *chunk, unsigned first, unsigned n, bool dontneed) {
+    uint64_t mask = run_mask(first, n);
+    bool zero = cv_os_purge((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT),
+                            (size_t)n << SLICE_SHIFT, dontneed);
+    uint64_t was_resident = chunk->slices_resident & mask;
+    chunk->slices_resident &= ~mask;
+    if (zero)
+        chunk->slices_dirty &= ~mask;
+    size_t bytes = (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT;
+    atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
+    cv_stats.small_purged += bytes;
+    for (unsigned i = first; i < first + n; i++) {
+        if (was_resident >> i & 1)
+            cv_stats.class_purged[chunk->slice_class[i]] += SLICE_SIZE;
+    }
+}
+
+/* Free slices whose memory is resident and which were freed at least
+ * decay_ms ago go back to the kernel, in runs. A chunk that has stayed
+ * wholly free and purged for a long time is unmapped, beyond a few kept for
+ * reuse. "A long time" is far longer than any thread could stay between
+ * finding a page descriptor and using it (a remote free reads its page
+ * once more after its push), since the descriptors go with the chunk. */
+#define CHUNKS_RETAINED 4
+#define CHUNK_UNMAP_MS 2000
+
+size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
+    size_t before = cv_stats.small_purged;
     cv_arena_lock();
-    for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
-        uint64_t idle = chunk->slices_dirty & ~chunk->slices_used;
+    unsigned empty_kept = 0;
+    for (chunk_t **link = &arena.chunks; *link != NULL;) {
+        chunk_t *chunk = *link;
+        /* MADV_DONTNEED also takes back what an earlier MADV_FREE left
+         * lazily in place (dirty but no longer counted resident). */
+        uint64_t idle = (dontneed ? chunk->slices_dirty : chunk->slices_resident) &
+                        ~chunk->slices_used;
         while (idle) {
             unsigned first = (unsigned)__builtin_ctzll(idle);
-            /* bit 0 (the header) is never idle, so first >= 1 and the
-             * shift brings in a zero: the run ends inside the word */
-            unsigned n = (unsigned)__builtin_ctzll(~(idle >> first));
-            cv_os_purge((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
-            uint64_t mask = run_mask(first, n);
-            chunk->slices_dirty &= ~mask;
-            idle &= ~mask;
-            released = true;
+            unsigned n = 0;
+            /* bit 0 (the header) is never idle, so the run ends inside the word */
+            while (first + n < SLICES_PER_CHUNK && (idle >> (first + n) & 1) &&
+                   chunk->slice_freed_ms[first + n] + decay_ms <= now)
+                n++;
+            if (n > 0)
+                purge_run(chunk, first, n, dontneed);
+            idle &= ~run_mask(first, n > 0 ? n : 1);
         }
+        bool empty = chunk->slices_used == 1 && chunk->slices_resident == 1;
+        if (!empty) {
+            chunk->empty_since_ms = 0;
+        } else if (chunk->empty_since_ms == 0) {
+            chunk->empty_since_ms = now;
+        } else if (now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
+                   empty_kept >= CHUNKS_RETAINED) {
+            *link = chunk->next;
+            map_set((uintptr_t)chunk, MAP_NONE);
+            cv_stats.chunks--;
+            cv_stats.chunks_unmapped++;
+            cv_os_unmap(chunk, CHUNK_SIZE);
+            continue;
+        } else {
+            empty_kept++;
+        }
+        link = &chunk->next;
     }
     cv_arena_unlock();
-    return released;
+    return cv_stats.small_purged - before;
+}
+
+/* malloc_trim: every free slice, now, with MADV_DONTNEED. */
+bool cv_arena_trim(void) {
+    return cv_arena_purge(cv_os_now_ms(), 0, true) > 0;
 }
 
 /* ---- fork --------------------------------------------------------------- */
@@ -254,7 +318,8 @@ void cv_arena_fork_child(void) {
 }
 
 /* ---- statistics --------------------------------------------------------- */
-void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void *arg) {
+void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void (*after)(void *arg),
+                   void *arg) {
     cv_arena_lock();
     for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
         for (unsigned i = 1; i < SLICES_PER_CHUNK; i++) {
@@ -262,5 +327,6 @@ void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void *arg) {
                 visit(&chunk->pages[i], arg);
         }
     }
+    after(arg);
     cv_arena_unlock();
 }

@@ -292,6 +292,24 @@ static void abandon_list(page_t *page) {
     }
 }
 
+/* malloc_trim: the calling thread's current pages that hold no live block
+ * (kept only to avoid page churn) go back to the arena, to be purged. */
+void cv_heap_trim(void) {
+    heap_t *heap = cv_tl_heap;
+    if (heap == &cv_heap_empty)
+        return;
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        page_t *page = heap->direct[c];
+        if (page == &cv_page_empty)
+            continue;
+        cv_page_collect(page);
+        if (page->used == 1) { /* the pin alone */
+            queue_remove(heap, &heap->queues[c], page);
+            cv_arena_page_free(page);
+        }
+    }
+}
+
 /* pthread key destructor: the thread is exiting. */
 void cv_heap_thread_done(void *arg) {
     heap_t *heap = arg;

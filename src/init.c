@@ -29,6 +29,7 @@ static void fork_parent(void) {
 }
 
 static void fork_child(void) {
+    cv_purge_fork_child();
     cv_large_fork_child();
     cv_arena_fork_child();
 }
@@ -38,6 +39,7 @@ static CARVE_COLD bool init_slow(void) {
     if (atomic_compare_exchange_strong(&cv_init_state, &expected, 1)) {
         atomic_store(&init_thread, cv_thread_id());
         cv_options_parse();
+        cv_purge_init();
         if (pthread_key_create(&cv_heap_key, cv_heap_thread_done) != 0) {
             cv_msg_print("carve: pthread_key_create failed; thread exit will leak heaps\n");
         }

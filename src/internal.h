@@ -27,7 +27,10 @@ void *cv_os_map_aligned(size_t size, size_t align);
 void cv_os_unmap(void *p, size_t size);
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size);
 bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
-void cv_os_purge(void *p, size_t size);
+bool cv_os_purge(void *p, size_t size, bool dontneed);
+uint64_t cv_os_now_ms(void);
+void cv_os_sleep_ms(unsigned ms);
+size_t cv_os_read_file(const char *path, char *buf, size_t cap);
 void cv_os_write_stderr(const char *s, size_t n);
 const char *cv_os_getenv(const char *name);
 size_t cv_os_page_size(void);
@@ -100,11 +103,13 @@ page_t *cv_arena_adopt(unsigned class_idx);
 void cv_arena_free_abandoned(page_t *page);
 void *cv_arena_meta_alloc(size_t size);
 bool cv_arena_trim(void);
+size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
 void cv_arena_fork_prepare(void);
 void cv_arena_fork_parent(void);
 void cv_arena_fork_child(void);
 void cv_arena_set_large(uintptr_t slot_addr, unsigned kind);
-void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void *arg);
+void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void (*after)(void *arg),
+                   void *arg);
 
 /* ---- page.c ------------------------------------------------------------ */
 void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap);
@@ -123,6 +128,7 @@ void cv_heap_free_local_slow(page_t *page);
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
 void cv_heap_thread_done(void *heap);
+void cv_heap_trim(void);
 
 CARVE_INLINE heap_t *cv_heap_get(void) {
     heap_t *heap = cv_tl_heap;
@@ -166,6 +172,7 @@ large_t *cv_large_header(uintptr_t a, unsigned kind);
 void cv_large_free(large_t *h);
 void *cv_large_realloc(large_t *h, size_t size);
 bool cv_large_trim(void);
+size_t cv_large_purge(uint64_t now, uint64_t decay_ms);
 void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
@@ -176,6 +183,14 @@ CARVE_INLINE size_t cv_large_usable(const large_t *h) {
 /* ---- init.c ------------------------------------------------------------ */
 bool cv_init(void);
 extern _Atomic int cv_init_state; /* 2 when ready */
+
+/* ---- purge.c: when free memory goes back ------------------------------ */
+void cv_purge_init(void);
+void cv_purge_tick(void);   /* from slow paths: purge what has decayed */
+bool cv_purge_trim(void);   /* malloc_trim: everything now */
+bool cv_purge_pressure(void); /* near the cgroup's memory limit */
+void cv_purge_fork_child(void);
+size_t cv_purge_limit(void);
 
 /* ---- options.c --------------------------------------------------------- */
 enum purge_mode { PURGE_FREE = 0, PURGE_DONTNEED, PURGE_NONE };
@@ -207,11 +222,19 @@ void cv_options_parse(void);
 typedef struct stats {
     _Atomic size_t large_count, large_bytes;
     _Atomic size_t large_total; /* large blocks ever allocated */
-    size_t chunks;              /* under the arena lock */
-    size_t reserved;            /* bytes of reservations */
+    _Atomic size_t large_cached; /* bytes of freed mappings kept for reuse */
+    _Atomic size_t large_purged; /* bytes of cached mappings given back */
+    /* under the arena lock */
+    size_t chunks;          /* chunks mapped now */
+    size_t chunks_unmapped; /* chunks given back since start */
+    size_t reserved;        /* bytes of reservations made */
+    _Atomic size_t small_committed; /* bytes of slices touched, not purged since */
+    size_t small_purged;    /* bytes of slices purged since start */
+    size_t class_purged[CLASS_COUNT];
 } stats_t;
 extern stats_t cv_stats;
 void cv_stats_print(void);
 void cv_stats_collect(struct carve_mallinfo2 *mi);
+void cv_stats_read(struct carve_stats *st);
 
 #endif /* CARVE_INTERNAL_H */

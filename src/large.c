@@ -33,11 +33,15 @@ static size_t map_align(const large_t *h) {
 /* A program that allocates big buffers in a loop would otherwise pay mmap,
  * munmap and a page fault per 4 KiB every time: glibc is several times
  * faster than jemalloc on such loops because it reuses such memory. Freed
- * mappings (without alignment padding) wait here, bounded in count and
- * bytes; an allocation takes the smallest one that fits without wasting
- * more than a quarter of it. */
+ * mappings (without alignment padding) wait here, bounded in count, bytes
+ * and age (cv_large_purge unmaps those older than the decay). A request
+ * takes the smallest entry that fits with at most a quarter to spare, or
+ * else the smallest bigger one, cut down in place: its head is already
+ * faulted in. Entries up to 64 MiB cover glibc's own reuse range (its mmap
+ * threshold tops out at 32 MiB). */
 #define CACHE_SLOTS 16
-#define CACHE_MAX_BYTES ((size_t)64 << 20)
+#define CACHE_MAX_BYTES ((size_t)128 << 20)
+#define CACHE_MAX_ENTRY ((size_t)64 << 20)
 
 static struct {
     pthread_mutex_t lock;
@@ -45,40 +49,63 @@ static struct {
     size_t bytes;
 } cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+static void cache_account(size_t add, size_t sub) {
+    atomic_fetch_add_explicit(&cv_stats.large_cached, add - sub, memory_order_relaxed);
+}
+
 static large_t *cache_take(size_t map_size) {
-    large_t *best = NULL;
-    unsigned best_i = 0;
+    /* a peek without the lock: a miss only costs a fresh mapping */
+    if (atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed) == 0)
+        return NULL;
+    large_t *best = NULL, *bigger = NULL;
+    unsigned best_i = 0, bigger_i = 0;
     pthread_mutex_lock(&cache.lock);
     for (unsigned i = 0; i < CACHE_SLOTS; i++) {
         large_t *h = cache.slot[i];
-        if (h == NULL || h->map_size < map_size || h->map_size - map_size > h->map_size / 4)
+        if (h == NULL || h->map_size < map_size)
             continue;
-        if (best == NULL || h->map_size < best->map_size) {
-            best = h;
-            best_i = i;
+        if (h->map_size - map_size <= h->map_size / 4) {
+            if (best == NULL || h->map_size < best->map_size) {
+                best = h;
+                best_i = i;
+            }
+        } else if (bigger == NULL || h->map_size < bigger->map_size) {
+            bigger = h;
+            bigger_i = i;
         }
+    }
+    if (best == NULL && bigger != NULL) {
+        best = bigger;
+        best_i = bigger_i;
     }
     if (best != NULL) {
         cache.slot[best_i] = NULL;
         cache.bytes -= best->map_size;
+        cache_account(0, best->map_size);
     }
     pthread_mutex_unlock(&cache.lock);
+    if (best != NULL && best->map_size - map_size > best->map_size / 4) {
+        if (cv_os_remap_inplace(best, best->map_size, map_size))
+            best->map_size = map_size;
+    }
     return best;
 }
 
 /* Keeps h (returns true) or leaves it to the caller to unmap. When full,
- * the oldest-looking entry (the biggest) makes room only for a smaller one,
- * so the cache drifts toward the sizes in use. */
+ * the biggest entry makes room for a smaller one, so the cache drifts
+ * toward the sizes in use. */
 static bool cache_put(large_t *h) {
-    if (h->lead != 0 || h->map_size > CACHE_MAX_BYTES / 4)
+    if (cv_options.decay_ms == 0 && cv_options.purge != PURGE_NONE)
+        return false; /* purge at once: nothing waits */
+    if (h->lead != 0 || h->map_size > CACHE_MAX_ENTRY || cv_purge_pressure())
         return false;
+    h->freed_ms = cv_os_now_ms();
     large_t *evict = NULL;
     bool kept = false;
     pthread_mutex_lock(&cache.lock);
     for (unsigned i = 0; i < CACHE_SLOTS && !kept; i++) {
         if (cache.slot[i] == NULL && cache.bytes + h->map_size <= CACHE_MAX_BYTES) {
             cache.slot[i] = h;
-            cache.bytes += h->map_size;
             kept = true;
         }
     }
@@ -92,16 +119,46 @@ static bool cache_put(large_t *h) {
         if (evict != NULL && evict->map_size > h->map_size &&
             cache.bytes - evict->map_size + h->map_size <= CACHE_MAX_BYTES) {
             cache.slot[big] = h;
-            cache.bytes += h->map_size - evict->map_size;
+            cache.bytes -= evict->map_size;
+            cache_account(0, evict->map_size);
             kept = true;
         } else {
             evict = NULL;
         }
     }
+    if (kept) {
+        cache.bytes += h->map_size;
+        cache_account(h->map_size, 0);
+    }
     pthread_mutex_unlock(&cache.lock);
     if (evict != NULL)
         cv_os_unmap(evict, evict->map_size);
     return kept;
+}
+
+/* Unmaps the entries cached for at least decay_ms; returns bytes given back. */
+size_t cv_large_purge(uint64_t now, uint64_t decay_ms) {
+    if (atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed) == 0)
+        return 0;
+    large_t *old[CACHE_SLOTS];
+    unsigned n = 0;
+    size_t bytes = 0;
+    pthread_mutex_lock(&cache.lock);
+    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
+        large_t *h = cache.slot[i];
+        if (h != NULL && h->freed_ms + decay_ms <= now) {
+            old[n++] = h;
+            cache.slot[i] = NULL;
+            cache.bytes -= h->map_size;
+            bytes += h->map_size;
+        }
+    }
+    pthread_mutex_unlock(&cache.lock);
+    cache_account(0, bytes);
+    atomic_fetch_add_explicit(&cv_stats.large_purged, bytes, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        cv_os_unmap(old[i], old[i]->map_size);
+    return bytes;
 }
 
 void cv_large_fork_prepare(void) {
@@ -117,19 +174,7 @@ void cv_large_fork_child(void) {
 }
 
 bool cv_large_trim(void) {
-    large_t *all[CACHE_SLOTS];
-    unsigned n = 0;
-    pthread_mutex_lock(&cache.lock);
-    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-        if (cache.slot[i] != NULL)
-            all[n++] = cache.slot[i];
-        cache.slot[i] = NULL;
-    }
-    cache.bytes = 0;
-    pthread_mutex_unlock(&cache.lock);
-    for (unsigned i = 0; i < n; i++)
-        cv_os_unmap(all[i], all[i]->map_size);
-    return n > 0;
+    return cv_large_purge(UINT64_MAX / 2, 0) > 0;
 }
 
 void *cv_large_alloc(size_t size, size_t align, bool zero) {
@@ -188,6 +233,7 @@ void cv_large_free(large_t *h) {
     atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
     if (!cache_put(h))
         cv_os_unmap((uint8_t *)h - h->lead, h->lead + h->map_size);
+    cv_purge_tick();
 }
 
 void *cv_large_realloc(large_t *h, size_t size) {

@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -55,10 +57,58 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
     return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) != MAP_FAILED;
 }
 
-/* MADV_DONTNEED: the pages read as zero afterwards and leave RSS at once. */
-void cv_os_purge(void *p, size_t size) {
-    if (size)
-        madvise(p, size, MADV_DONTNEED);
+/* Gives the pages' memory back; returns true when they now read as zero.
+ * MADV_FREE (Linux 4.5) is cheap and lazy: the kernel takes the pages only
+ * under memory pressure, and a page written again before that is simply
+ * kept; but they stay in RSS until taken. MADV_DONTNEED drops them at once
+ * and they fault in as zero. Where MADV_FREE is refused (older kernels,
+ * some file systems) carve falls back to MADV_DONTNEED for good. */
+static _Atomic bool madv_free_broken;
+
+bool cv_os_purge(void *p, size_t size, bool dontneed) {
+    if (size == 0)
+        return false;
+#ifdef MADV_FREE
+    if (!dontneed && !atomic_load_explicit(&madv_free_broken, memory_order_relaxed)) {
+        if (madvise(p, size, MADV_FREE) == 0)
+            return false;
+        atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
+    }
+#endif
+    madvise(p, size, MADV_DONTNEED);
+    return true;
+}
+
+uint64_t cv_os_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void cv_os_sleep_ms(unsigned ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* A whole small file (for /proc and /sys) into buf, NUL-terminated; 0 when
+ * it cannot be read. open/read/close only: stdio would allocate. */
+size_t cv_os_read_file(const char *path, char *buf, size_t cap) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    return n;
 }
 
 void cv_os_write_stderr(const char *s, size_t n) {

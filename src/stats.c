@@ -12,7 +12,9 @@ typedef struct class_totals {
     size_t pages[CLASS_COUNT];
     size_t live[CLASS_COUNT];     /* blocks */
     size_t carved[CLASS_COUNT];   /* blocks ever touched */
+    size_t purged[CLASS_COUNT];
     size_t abandoned;             /* pages of exited threads */
+    size_t chunks, small_purged;
 } class_totals_t;
 
 static void count_page(const page_t *page, void *arg) {
@@ -29,23 +31,61 @@ static void count_page(const page_t *page, void *arg) {
         t->abandoned++;
 }
 
+/* Runs under the arena lock, after the page walk. */
+static void count_arena(void *arg) {
+    class_totals_t *t = arg;
+    memcpy(t->purged, cv_stats.class_purged, sizeof t->purged);
+    t->chunks = cv_stats.chunks;
+    t->small_purged = cv_stats.small_purged;
+}
+
 static void totals(class_totals_t *t) {
     memset(t, 0, sizeof *t);
-    cv_arena_walk(count_page, t);
+    cv_arena_walk(count_page, count_arena, t);
+}
+
+static size_t page_bytes(unsigned c) {
+    return (size_t)cv_class_slices[c] << SLICE_SHIFT;
+}
+
+void cv_stats_read(struct carve_stats *st) {
+    class_totals_t t;
+    totals(&t);
+    memset(st, 0, sizeof *st);
+    st->class_count = CLASS_COUNT;
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        struct carve_class_stats *k = &st->classes[c];
+        k->size = cv_class_size[c];
+        k->pages = t.pages[c];
+        k->live = t.live[c];
+        k->mapped = t.pages[c] * page_bytes(c);
+        k->committed = t.carved[c] * cv_class_size[c];
+        k->purged = t.purged[c];
+        st->live += k->live * k->size;
+    }
+    st->chunks = t.chunks;
+    st->large_live = atomic_load_explicit(&cv_stats.large_count, memory_order_relaxed);
+    st->large_mapped = atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed);
+    st->large_cached = atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed);
+    st->live += st->large_mapped;
+    st->mapped = t.chunks * CHUNK_SIZE + st->large_mapped + st->large_cached;
+    st->committed = atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
+                    st->large_mapped + st->large_cached;
+    st->purged = t.small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);
+    st->cgroup_limit = cv_purge_limit();
 }
 
 void cv_stats_collect(struct carve_mallinfo2 *mi) {
-    class_totals_t t;
-    totals(&t);
+    struct carve_stats st;
+    cv_stats_read(&st);
     memset(mi, 0, sizeof *mi);
-    for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        mi->uordblks += t.live[c] * cv_class_size[c];
-    }
-    mi->arena = cv_stats.chunks * CHUNK_SIZE;
-    mi->fordblks = mi->arena > mi->uordblks ? mi->arena - mi->uordblks : 0;
-    mi->hblks = atomic_load_explicit(&cv_stats.large_count, memory_order_relaxed);
-    mi->hblkhd = atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed);
-    mi->uordblks += mi->hblkhd;
+    mi->arena = st.chunks * CHUNK_SIZE;
+    mi->hblks = st.large_live;
+    mi->hblkhd = st.large_mapped;
+    mi->uordblks = st.live;
+    size_t small_live = st.live - st.large_mapped;
+    mi->fordblks = mi->arena > small_live ? mi->arena - small_live : 0;
+    mi->keepcost = st.large_cached;
 }
 
 void cv_stats_print(void) {
@@ -62,11 +102,18 @@ void cv_stats_print(void) {
         cv_msg_print("%10u %10zu %12zu %12zu %14zu\n", cv_class_size[c], t.pages[c], t.live[c],
                      t.carved[c], lb);
     }
-    cv_msg_print("small: %zu bytes live in %zu chunks of %zu KiB (%zu KiB reserved), "
-                 "%zu abandoned pages\n",
-                 live_bytes, cv_stats.chunks, CHUNK_SIZE >> 10, cv_stats.reserved >> 10,
-                 t.abandoned);
-    cv_msg_print("large: %zu blocks live, %zu bytes mapped, %zu allocated in all\n",
-                 atomic_load(&cv_stats.large_count), atomic_load(&cv_stats.large_bytes),
+    struct carve_stats st;
+    cv_stats_read(&st);
+    cv_msg_print("small: %zu bytes live in %zu chunks of %zu KiB, %zu abandoned pages\n",
+                 live_bytes, t.chunks, CHUNK_SIZE >> 10, t.abandoned);
+    cv_msg_print("large: %zu blocks live, %zu bytes mapped, %zu bytes cached, %zu allocated in all\n",
+                 st.large_live, st.large_mapped, st.large_cached,
                  atomic_load(&cv_stats.large_total));
+    cv_msg_print("memory: %zu bytes committed, %zu purged since start (purge=%s, decay %u ms)",
+                 st.committed, st.purged,
+                 cv_options.purge == PURGE_FREE ? "free" : cv_options.purge == PURGE_DONTNEED ? "dontneed" : "none",
+                 cv_options.decay_ms);
+    if (st.cgroup_limit)
+        cv_msg_print(", cgroup limit %zu bytes", st.cgroup_limit);
+    cv_msg_print("\n");
 }

@@ -126,9 +126,13 @@ typedef struct chunk {
     /* slice -> first slice of the page covering it (0 for free slices and
      * for the header slice: pages[0] is the never-allocating dummy page) */
     uint8_t slice_page[SLICES_PER_CHUNK];
-    uint64_t slices_used;  /* bit per slice in a page (bit 0: header) */
-    uint64_t slices_dirty; /* bit per slice touched since mapped or purged */
-    struct chunk *next;    /* arena's list of chunks */
+    uint64_t slices_used;     /* bit per slice in a page (bit 0: header) */
+    uint64_t slices_dirty;    /* may hold non-zero bytes (not zero-filled) */
+    uint64_t slices_resident; /* touched and not purged since */
+    struct chunk *next;       /* arena's list of chunks */
+    uint64_t empty_since_ms;  /* when it last became wholly free and purged */
+    uint64_t slice_freed_ms[SLICES_PER_CHUNK]; /* when each free slice was freed */
+    uint8_t slice_class[SLICES_PER_CHUNK];     /* class that last used it (stats) */
     page_t pages[SLICES_PER_CHUNK];
 } chunk_t;
 
@@ -141,6 +145,7 @@ typedef struct large {
     size_t map_size; /* bytes mapped, from the header on */
     size_t offset;   /* user pointer - header */
     size_t lead;     /* bytes mapped before the header (alignment >= CHUNK) */
+    uint64_t freed_ms; /* when it entered the cache of freed mappings */
 } large_t;
 
 /* ---- thread heaps ------------------------------------------------------- */
