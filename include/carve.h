@@ -88,6 +88,11 @@ struct carve_stats {
 };
 void carve_stats_read(struct carve_stats *stats);
 
+/* Sets one option as CARVE_OPTIONS would ("purge=dontneed", "decay_ms=0");
+ * 0 on success, -1 (and a message on stderr) otherwise. Options are read
+ * without synchronisation: set them before starting threads. */
+int carve_option_set(const char *key_value);
+
 /* Human-readable statistics on stderr (carve_stats_print is the same). */
 void carve_malloc_stats(void);
 void carve_stats_print(void);

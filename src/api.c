@@ -243,6 +243,12 @@ CARVE_EXPORT struct carve_mallinfo2 carve_mallinfo2(void) {
     return mi;
 }
 
+CARVE_EXPORT int carve_option_set(const char *key_value) {
+    if (key_value == NULL || !cv_init())
+        return -1;
+    return cv_options_set(key_value) ? 0 : -1;
+}
+
 /* No glibc tunable maps onto carve yet: say so, as glibc does for an
  * unknown parameter. */
 CARVE_EXPORT int carve_mallopt(int param, int value) {

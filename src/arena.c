@@ -96,6 +96,7 @@ page_t *cv_arena_page_alloc(size_t slices) {
         if (first != 0)
             break;
     }
+    bool grew = false;
     if (chunk == NULL) {
         chunk = chunk_new();
         if (chunk == NULL) {
@@ -103,11 +104,17 @@ page_t *cv_arena_page_alloc(size_t slices) {
             return NULL;
         }
         first = 1;
+        grew = true;
     }
     uint64_t mask = run_mask(first, n);
     chunk->slices_used |= mask;
     page_t *page = &chunk->pages[first];
     page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
+    /* lazily freed slices taken back into use count as committed again */
+    atomic_fetch_sub_explicit(&cv_stats.small_lazy,
+                              (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident & mask)
+                                  << SLICE_SHIFT,
+                              memory_order_relaxed);
     chunk->slices_dirty |= mask;
     atomic_fetch_add_explicit(&cv_stats.small_committed,
                               (size_t)__builtin_popcountll(mask & ~chunk->slices_resident) << SLICE_SHIFT,
@@ -120,6 +127,8 @@ page_t *cv_arena_page_alloc(size_t slices) {
     for (unsigned i = first; i < first + n; i++)
         chunk->slice_page[i] = (uint8_t)first;
     cv_arena_unlock();
+    if (grew) /* growing: near a memory limit, free memory must go first */
+        cv_purge_tick();
     return page;
 }
 
@@ -233,9 +242,18 @@ static void purge_run(chunk_t *chunk, unsigned first, unsigned n, bool dontneed)
     bool zero = cv_os_purge((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT),
                             (size_t)n << SLICE_SHIFT, dontneed);
     uint64_t was_resident = chunk->slices_resident & mask;
+    uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
     chunk->slices_resident &= ~mask;
-    if (zero)
+    if (zero) {
         chunk->slices_dirty &= ~mask;
+        atomic_fetch_sub_explicit(&cv_stats.small_lazy,
+                                  (size_t)__builtin_popcountll(was_lazy) << SLICE_SHIFT,
+                                  memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&cv_stats.small_lazy,
+                                  (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT,
+                                  memory_order_relaxed);
+    }
     size_t bytes = (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT;
     atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
     cv_stats.small_purged += bytes;
@@ -283,6 +301,10 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         } else if (now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
                    empty_kept >= CHUNKS_RETAINED) {
             *link = chunk->next;
+            atomic_fetch_sub_explicit(&cv_stats.small_lazy,
+                                      (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident)
+                                          << SLICE_SHIFT,
+                                      memory_order_relaxed);
             map_set((uintptr_t)chunk, MAP_NONE);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;

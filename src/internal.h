@@ -217,6 +217,7 @@ typedef struct options {
 } options_t;
 extern options_t cv_options;
 void cv_options_parse(void);
+bool cv_options_set(const char *item);
 
 /* ---- stats.c ----------------------------------------------------------- */
 typedef struct stats {
@@ -229,6 +230,7 @@ typedef struct stats {
     size_t chunks_unmapped; /* chunks given back since start */
     size_t reserved;        /* bytes of reservations made */
     _Atomic size_t small_committed; /* bytes of slices touched, not purged since */
+    _Atomic size_t small_lazy;      /* MADV_FREE'd, still charged until reclaimed */
     size_t small_purged;    /* bytes of slices purged since start */
     size_t class_purged[CLASS_COUNT];
 } stats_t;

@@ -199,6 +199,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
         if (zero) /* fresh mappings read as zero; a reused one does not */
             memset(h, 0, map_size);
     } else {
+        cv_purge_tick(); /* new memory: let decayed memory go first */
         uint8_t *base = cv_os_map_aligned(lead + map_size, malign);
         if (base == NULL) {
             errno = ENOMEM;

@@ -139,8 +139,9 @@ static bool parse_debug(const char *v, size_t n, unsigned *out) {
     return true;
 }
 
-/* One "key" or "key=value" item of length n. */
-static void parse_item(const char *item, size_t n) {
+/* One "key" or "key=value" item of length n; false (and a message) when it
+ * is not understood. */
+static bool parse_item(const char *item, size_t n) {
     size_t klen = 0;
     while (klen < n && item[klen] != '=')
         klen++;
@@ -148,7 +149,7 @@ static void parse_item(const char *item, size_t n) {
     size_t vlen = klen < n ? n - klen - 1 : 1;
     if (klen == 4 && strncmp(item, "help", 4) == 0) {
         print_help();
-        return;
+        return true;
     }
     for (size_t i = 0; i < OPTION_COUNT; i++) {
         const option_desc_t *o = &table[i];
@@ -183,13 +184,18 @@ static void parse_item(const char *item, size_t n) {
             v[m] = '\0';
             cv_msg_print("carve: bad value '%s' for option %s (ignored)\n", v, o->name);
         }
-        return;
+        return ok;
     }
     char k[64];
     size_t m = klen < sizeof k - 1 ? klen : sizeof k - 1;
     memcpy(k, item, m);
     k[m] = '\0';
     cv_msg_print("carve: unknown option '%s' in CARVE_OPTIONS (CARVE_OPTIONS=help lists them)\n", k);
+    return false;
+}
+
+bool cv_options_set(const char *item) {
+    return parse_item(item, strlen(item));
 }
 
 void cv_options_parse(void) {

@@ -65,10 +65,11 @@ static size_t limit_in(const char *dir, size_t dlen, const char *file) {
     return parse_limit(buf);
 }
 
-/* The tightest limit along the cgroup path and its ancestors. */
-static size_t cgroup_v2_limit(const char *cg_path, size_t len) {
+/* The tightest limit along the cgroup path and its ancestors, under root
+ * (v2: memory.max and memory.high; v1: memory.limit_in_bytes). */
+static size_t cgroup_walk(const char *root, const char *cg_path, size_t len, bool v2) {
     char dir[512];
-    size_t n = cv_msg_format(dir, sizeof dir, "/sys/fs/cgroup");
+    size_t n = cv_msg_format(dir, sizeof dir, "%s", root);
     if (n + len >= sizeof dir)
         return 0;
     memcpy(dir + n, cg_path, len);
@@ -77,8 +78,12 @@ static size_t cgroup_v2_limit(const char *cg_path, size_t len) {
         dlen--;
     size_t limit = 0;
     for (;;) {
-        limit = min_limit(limit, limit_in(dir, dlen, "memory.max"));
-        limit = min_limit(limit, limit_in(dir, dlen, "memory.high"));
+        if (v2) {
+            limit = min_limit(limit, limit_in(dir, dlen, "memory.max"));
+            limit = min_limit(limit, limit_in(dir, dlen, "memory.high"));
+        } else {
+            limit = min_limit(limit, limit_in(dir, dlen, "memory.limit_in_bytes"));
+        }
         if (dlen <= n)
             break;
         while (dlen > n && dir[dlen - 1] != '/')
@@ -111,17 +116,15 @@ static size_t cgroup_limit(void) {
             const char *path = c2 + 1;
             size_t plen = (size_t)(end - path);
             if (ctl_len == 0 && line[0] == '0') {
-                limit = min_limit(limit, cgroup_v2_limit(path, plen));
+                limit = min_limit(limit, cgroup_walk("/sys/fs/cgroup", path, plen, true));
+                /* hybrid layouts mount the v2 hierarchy here */
+                limit = min_limit(limit, cgroup_walk("/sys/fs/cgroup/unified", path, plen, true));
             } else {
                 for (const char *w = ctl; w + 6 <= c2; w++) {
                     if (strncmp(w, "memory", 6) == 0 && (w == ctl || w[-1] == ',') &&
                         (w + 6 == c2 || w[6] == ',')) {
-                        char dir[512];
-                        size_t n = cv_msg_format(dir, sizeof dir, "/sys/fs/cgroup/memory");
-                        if (n + plen < sizeof dir) {
-                            memcpy(dir + n, path, plen);
-                            limit = min_limit(limit, limit_in(dir, n + plen, "memory.limit_in_bytes"));
-                        }
+                        limit = min_limit(limit,
+                                          cgroup_walk("/sys/fs/cgroup/memory", path, plen, false));
                         break;
                     }
                 }
@@ -142,9 +145,11 @@ size_t cv_purge_limit(void) {
 }
 
 /* What carve holds in memory, by its own accounting: touched slices that
- * were not purged, live large blocks and the large cache. */
+ * were not purged or were purged lazily (still charged to the cgroup),
+ * live large blocks and the large cache. */
 static size_t held_bytes(void) {
     return atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
+           atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
            atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed) +
            atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed);
 }
