@@ -150,8 +150,7 @@ void cv_arena_page_free_locked(page_t *page) {
     page->next = page->prev = NULL;
     atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
     atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
-    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
-    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
 }
 
 void cv_arena_page_free(page_t *page) {
@@ -194,6 +193,7 @@ page_t *cv_arena_adopt(unsigned class_idx) {
     if (page != NULL) {
         abandoned_unlink(page);
         page->state = PAGE_OWNED;
+        atomic_fetch_and_explicit(&page->thread_free, ~TF_ABANDONED, memory_order_relaxed);
     }
     cv_arena_unlock();
     return page;

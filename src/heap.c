@@ -10,10 +10,9 @@
  * Full pages leave the class queue so that the slow path never walks them.
  * A remote free into a full page must bring it back; the freeing thread
  * raises heap->full_freed, and the owner's next slow path looks at its full
- * list. The owner marks a page full and then re-reads thread_free, while a
- * remote thread pushes and then reads in_full (both sequentially
- * consistent), so at least one of them sees the other: no page is left in
- * the full list with a free block that nobody announced.
+ * list. The owner sets TF_FULL only on an empty thread_free word, with a
+ * CAS, and a remote free sees the flag in the word it replaces: no page is
+ * left in the full list with a free block that nobody announced.
  *
  * When a thread exits, its pages are abandoned to the arena (the live blocks
  * in them stay valid); a thread that allocates the same class adopts them,
@@ -97,13 +96,11 @@ static void queue_push_back(heap_t *heap, page_queue_t *q, page_t *page) {
  * collects and uses it). */
 static bool page_to_full(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->queues[page->class_idx], page);
-    page->used |= PAGE_IN_FULL;
-    atomic_store_explicit(&page->in_full, true, memory_order_seq_cst);
-    if (atomic_load_explicit(&page->thread_free, memory_order_seq_cst) != NULL) {
-        page->used &= ~PAGE_IN_FULL;
-        atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    uintptr_t empty = 0;
+    if (!atomic_compare_exchange_strong_explicit(&page->thread_free, &empty, TF_FULL,
+                                                 memory_order_acq_rel, memory_order_relaxed))
         return false;
-    }
+    page->used |= PAGE_IN_FULL;
     queue_push_back(heap, &heap->full, page);
     return true;
 }
@@ -111,7 +108,7 @@ static bool page_to_full(heap_t *heap, page_t *page) {
 static void page_from_full(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->full, page);
     page->used &= ~PAGE_IN_FULL;
-    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    atomic_fetch_and_explicit(&page->thread_free, ~TF_FULL, memory_order_relaxed);
 }
 
 /* A page whose every block is back and which is not its class's current
@@ -127,7 +124,7 @@ static void rescue_full(heap_t *heap) {
     page_t *next;
     for (page_t *page = heap->full.first; page != NULL; page = next) {
         next = page->next;
-        if (atomic_load_explicit(&page->thread_free, memory_order_relaxed) == NULL)
+        if ((atomic_load_explicit(&page->thread_free, memory_order_relaxed) & TF_PTR_MASK) == 0)
             continue;
         page_from_full(heap, page);
         cv_page_collect(page);
@@ -151,19 +148,32 @@ void cv_heap_free_local_slow(page_t *page) {
 
 /* ---- remote frees ------------------------------------------------------- */
 
+/* One CAS pushes the block and bumps the count; the flags in the word it
+ * replaced say whether anyone must be told. */
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
     if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
         cv_msg_fatal("invalid free", b, "not the start of a block", func);
-    block_t *old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    uintptr_t w;
     do {
-        b->next = old;
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, b,
-                                                    memory_order_seq_cst, memory_order_relaxed));
-    heap_t *heap = atomic_load_explicit(&page->heap, memory_order_seq_cst);
-    if (unlikely(heap == NULL))
+        uintptr_t count = (old >> TF_COUNT_SHIFT) & TF_COUNT_MAX;
+        count += count < TF_COUNT_MAX;
+        b->next = (block_t *)(old & TF_PTR_MASK);
+        w = (uintptr_t)b | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, w,
+                                                    memory_order_release, memory_order_relaxed));
+    if (likely((old & TF_FLAGS) == 0))
+        return;
+    if (old & TF_ABANDONED) {
         cv_arena_free_abandoned(page);
-    else if (unlikely(atomic_load_explicit(&page->in_full, memory_order_seq_cst)))
+    } else {
+        /* The page sits in its owner's full list; it leaves it only when the
+         * owner frees into it or sees this flag, and is freed only after the
+         * owner collects this block, far later than this load in practice
+         * (heaps themselves are never unmapped). */
+        heap_t *heap = atomic_load_explicit(&page->heap, memory_order_acquire);
         atomic_store_explicit(&heap->full_freed, true, memory_order_release);
+    }
 }
 
 /* ---- the allocation slow path ------------------------------------------- */
@@ -195,7 +205,7 @@ static page_t *find_page(heap_t *heap, unsigned c) {
     }
     /* Pages of exited threads first: their memory is already touched. */
     while ((page = cv_arena_adopt(c)) != NULL) {
-        atomic_store_explicit(&page->heap, heap, memory_order_seq_cst);
+        atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
         atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
         queue_push_front(heap, q, page);
         if (page_ready(page))
@@ -271,10 +281,17 @@ heap_t *cv_heap_get_slow(void) {
     return heap;
 }
 
+/* Under the arena lock. Once TF_ABANDONED is set, a remote free takes the
+ * arena lock to collect (cv_arena_free_abandoned); frees that came before
+ * the flag are collected here. */
 static void page_abandon_locked(page_t *page) {
     atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
-    atomic_store_explicit(&page->heap, NULL, memory_order_seq_cst);
-    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    uintptr_t w = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &w,
+                                                  (w & ~TF_FULL) | TF_ABANDONED,
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+    }
     page->used &= ~PAGE_IN_FULL;
     page->next = page->prev = NULL;
     cv_page_collect(page);

@@ -23,8 +23,7 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
     page->free = page->local_free = NULL;
     page->free_is_zero = false;
     page->next = page->prev = NULL;
-    atomic_store_explicit(&page->thread_free, NULL, memory_order_relaxed);
-    atomic_store_explicit(&page->in_full, false, memory_order_relaxed);
+    atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
     atomic_store_explicit(&page->heap, heap, memory_order_release);
     atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
 }
@@ -50,21 +49,32 @@ void cv_page_extend(page_t *page) {
     page->capacity += n;
 }
 
-/* Fold the remote frees into local_free, then local_free into free when
- * free is empty. used counts the remote frees only now: a block on
- * thread_free is still "used" until its owner sees it. */
+/* Take the remote frees (keeping the flags), then refill free from
+ * local_free when free is empty. used counts the remote frees only now: a
+ * block on thread_free is still "used" until its owner sees it. The word
+ * carries the list's length, so the list is walked only when both local
+ * lists are busy (to find its tail) or the count saturated. */
 void cv_page_collect(page_t *page) {
-    if (atomic_load_explicit(&page->thread_free, memory_order_relaxed) != NULL) {
-        block_t *list = atomic_exchange_explicit(&page->thread_free, NULL, memory_order_acquire);
-        uint32_t count = 1;
-        block_t *tail = list;
-        while (tail->next != NULL) {
-            tail = tail->next;
-            count++;
+    if (atomic_load_explicit(&page->thread_free, memory_order_relaxed) & ~TF_FLAGS) {
+        uintptr_t w = atomic_fetch_and_explicit(&page->thread_free, TF_FLAGS, memory_order_acquire);
+        block_t *list = (block_t *)(w & TF_PTR_MASK);
+        uint32_t count = (uint32_t)((w >> TF_COUNT_SHIFT) & TF_COUNT_MAX);
+        block_t *tail = NULL;
+        if (count == TF_COUNT_MAX || (page->free != NULL && page->local_free != NULL)) {
+            count = 1;
+            for (tail = list; tail->next != NULL; tail = tail->next)
+                count++;
         }
-        tail->next = page->local_free;
-        page->local_free = list;
         page->used -= count;
+        if (page->free == NULL) {
+            page->free = list;
+            page->free_is_zero = false;
+        } else if (page->local_free == NULL) {
+            page->local_free = list;
+        } else {
+            tail->next = page->local_free;
+            page->local_free = list;
+        }
     }
     if (page->free == NULL && page->local_free != NULL) {
         page->free = page->local_free;

@@ -114,13 +114,25 @@ typedef struct page {
     /* shared with other threads */
     _Atomic(uintptr_t) owner;        /* owning thread's id, 0 if none */
     _Atomic(struct heap *) heap;     /* owning heap, NULL if none */
-    _Atomic(block_t *) thread_free;  /* other threads' frees, one CAS each */
-    _Atomic(bool) in_full;           /* the owner parked it in its full list */
+    /* Other threads' frees, one CAS each: a list head, how many blocks it
+     * holds, and the page's state flags, in one word, so that a remote free
+     * learns in the same atomic step whether the page was full or
+     * abandoned, and the owner takes the list and its length at once. */
+    _Atomic(uintptr_t) thread_free;
 } __attribute__((aligned(128))) page_t; /* a power of two: the page lookup
                                            indexes with a shift, and no two
                                            pages share a cache line */
 
 #define PAGE_IN_FULL 0x80000000u
+
+/* page_t.thread_free: bits 0..47 the list head, 48..61 its length
+ * (saturating: a saturated count means "walk the list"), 62 and 63 flags. */
+#define TF_PTR_MASK (((uintptr_t)1 << 48) - 1)
+#define TF_COUNT_SHIFT 48
+#define TF_COUNT_MAX (((uintptr_t)1 << 14) - 1)
+#define TF_ABANDONED ((uintptr_t)1 << 62) /* no owner: free into it collects */
+#define TF_FULL ((uintptr_t)1 << 63)      /* in its owner's full list */
+#define TF_FLAGS (TF_ABANDONED | TF_FULL)
 
 typedef struct chunk {
     /* slice -> first slice of the page covering it (0 for free slices and
