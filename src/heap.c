@@ -172,7 +172,8 @@ void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
          * owner collects this block, far later than this load in practice
          * (heaps themselves are never unmapped). */
         heap_t *heap = atomic_load_explicit(&page->heap, memory_order_acquire);
-        atomic_store_explicit(&heap->full_freed, true, memory_order_release);
+        if (heap != NULL) /* NULL: abandoned meanwhile, and collected then */
+            atomic_store_explicit(&heap->full_freed, true, memory_order_release);
     }
 }
 
