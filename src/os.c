@@ -42,6 +42,17 @@ void *cv_os_map_aligned(size_t size, size_t align) {
     return (void *)a;
 }
 
+/* Asks for transparent huge pages (where THP is in "madvise" mode): one
+ * fault per 2 MiB instead of 512. */
+void cv_os_hugepage(void *p, size_t size) {
+#ifdef MADV_HUGEPAGE
+    madvise(p, size, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)size;
+#endif
+}
+
 void cv_os_unmap(void *p, size_t size) {
     if (size)
         munmap(p, size);
