@@ -273,8 +273,8 @@ static void purge_run(chunk_t *chunk, unsigned first, unsigned n, bool dontneed)
 #define CHUNK_UNMAP_MS 2000
 
 size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
-    size_t before = cv_stats.small_purged;
     cv_arena_lock();
+    size_t before = cv_stats.small_purged;
     unsigned empty_kept = 0;
     for (chunk_t **link = &arena.chunks; *link != NULL;) {
         chunk_t *chunk = *link;
@@ -315,8 +315,9 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         }
         link = &chunk->next;
     }
+    size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
-    return cv_stats.small_purged - before;
+    return purged;
 }
 
 /* malloc_trim: every free slice, now, with MADV_DONTNEED. */
