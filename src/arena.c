@@ -172,14 +172,15 @@ void cv_arena_abandon_locked(page_t *page) {
     page->next = *head;
     if (*head)
         (*head)->prev = page;
-    *head = page;
+    /* atomic: cv_arena_adopt peeks at the head without the lock */
+    __atomic_store_n(head, page, __ATOMIC_RELAXED);
 }
 
 static void abandoned_unlink(page_t *page) {
     if (page->prev)
         page->prev->next = page->next;
     else
-        arena.abandoned[page->class_idx] = page->next;
+        __atomic_store_n(&arena.abandoned[page->class_idx], page->next, __ATOMIC_RELAXED);
     if (page->next)
         page->next->prev = page->prev;
     page->next = page->prev = NULL;

@@ -1,0 +1,263 @@
+// test_realloc.cc: carve_realloc keeps what the block held, across every
+// size class boundary, into and out of large blocks, for large blocks grown
+// and shrunk by whole megabytes, and for blocks that started out aligned.
+
+#include <carve.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <set>
+#include <vector>
+
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+// Position-dependent bytes with a long period: a shifted or partial copy
+// does not match. Byte i is byte i % 8 (from the low end) of word i / 8.
+inline uint64_t pattern_word(size_t w, uint32_t seed) {
+    uint64_t x = (uint64_t{seed} << 32) ^ (w * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ull;
+    return x ^ (x >> 32);
+}
+
+void fill_range(void *p, size_t from, size_t to, uint32_t seed) {
+    uint8_t *b = static_cast<uint8_t *>(p);
+    uint64_t w = pattern_word(from / 8, seed);
+    for (size_t i = from; i < to; i++) {
+        if ((i & 7) == 0)
+            w = pattern_word(i / 8, seed);
+        b[i] = static_cast<uint8_t>(w >> (8 * (i & 7)));
+    }
+}
+
+size_t first_mismatch(const void *p, size_t n, uint32_t seed) {
+    const uint8_t *b = static_cast<const uint8_t *>(p);
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((i & 7) == 0)
+            w = pattern_word(i / 8, seed);
+        if (b[i] != static_cast<uint8_t>(w >> (8 * (i & 7))))
+            return i;
+    }
+    return n;
+}
+
+// The first size of every size class up to a bit past the largest class
+// (where usable(n) != usable(n - 1)), found by asking carve.
+std::vector<size_t> class_boundaries(size_t up_to) {
+    std::vector<size_t> out;
+    size_t prev = 0;
+    for (size_t n = 1; n <= up_to; n++) {
+        void *p = carve_malloc(n);
+        if (!p) {
+            ADD_FAILURE() << "carve_malloc(" << n << ") failed";
+            break;
+        }
+        size_t u = carve_malloc_usable_size(p);
+        carve_free(p);
+        if (u != prev)
+            out.push_back(n);
+        prev = u;
+        // Past the usable size everything up to it has the same class.
+        if (u > n)
+            n = u;  // next probe is u + 1
+    }
+    return out;
+}
+
+// 1, 2, ... growing by about 10% a step, plus n-1, n, n+1 around every class
+// boundary up to 256 KiB + 64 KiB, up to 8 MiB.
+std::vector<size_t> realloc_steps() {
+    std::set<size_t> s;
+    for (double x = 1; x <= 8.0 * kMiB; x = std::max(x + 1, x * 1.1))
+        s.insert(static_cast<size_t>(x));
+    s.insert(8 * kMiB);
+    std::vector<size_t> bounds = class_boundaries((size_t{256} << 10) + (size_t{64} << 10));
+    // carve has about 70 boundaries there; should there be far more, a
+    // spread of 400 of them keeps the run time bounded.
+    const size_t stride = bounds.size() > 400 ? bounds.size() / 400 + 1 : 1;
+    for (size_t k = 0; k < bounds.size(); k += stride)
+        for (size_t n : {bounds[k] - 1, bounds[k], bounds[k] + 1})
+            if (n >= 1)
+                s.insert(n);
+    return std::vector<size_t>(s.begin(), s.end());
+}
+
+// Grows one block through every step and back down, checking the prefix
+// that must have survived each time. With neighbours, a block of the same
+// size is allocated after each step so that growing in place is not always
+// possible.
+void walk_up_and_down(bool with_neighbours) {
+    const std::vector<size_t> steps = realloc_steps();
+    ASSERT_GT(steps.size(), 100u);
+    const uint32_t seed = with_neighbours ? 0xabcdu : 0x1234u;
+    std::vector<void *> neighbours;
+
+    void *p = carve_malloc(steps[0]);
+    ASSERT_NE(p, nullptr);
+    fill_range(p, 0, steps[0], seed);
+    size_t have = steps[0];
+
+    for (size_t i = 1; i < steps.size(); i++) {
+        const size_t n = steps[i];
+        void *q = carve_realloc(p, n);
+        ASSERT_NE(q, nullptr) << "realloc " << have << " -> " << n;
+        p = q;
+        if (n >= 16) {
+            ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u) << "realloc to " << n;
+        }
+        ASSERT_GE(carve_malloc_usable_size(p), n);
+        size_t bad = first_mismatch(p, have, seed);
+        ASSERT_EQ(bad, have) << "growing " << have << " -> " << n
+                             << " lost the byte at offset " << bad;
+        fill_range(p, have, n, seed);
+        have = n;
+        if (with_neighbours && n <= (size_t{256} << 10)) {
+            void *nb = carve_malloc(n);
+            ASSERT_NE(nb, nullptr);
+            memset(nb, 0xee, n);
+            neighbours.push_back(nb);
+        }
+    }
+    for (size_t i = steps.size() - 1; i-- > 0;) {
+        const size_t n = steps[i];
+        void *q = carve_realloc(p, n);
+        ASSERT_NE(q, nullptr) << "realloc " << have << " -> " << n;
+        p = q;
+        ASSERT_GE(carve_malloc_usable_size(p), n);
+        size_t bad = first_mismatch(p, n, seed);
+        ASSERT_EQ(bad, n) << "shrinking " << have << " -> " << n << " lost the byte at offset "
+                          << bad;
+        have = n;
+        if (with_neighbours && n <= (size_t{256} << 10) && !neighbours.empty()) {
+            // Free some neighbours on the way down, so that holes appear.
+            carve_free(neighbours.back());
+            neighbours.pop_back();
+        }
+    }
+    carve_free(p);
+    for (void *nb : neighbours)
+        carve_free(nb);
+}
+
+TEST(CarveRealloc, GrowingAcrossEveryClassBoundaryTo8MiBAndBackKeepsContents) {
+    walk_up_and_down(false);
+}
+
+TEST(CarveRealloc, GrowingBesideNeighbourBlocksKeepsContents) { walk_up_and_down(true); }
+
+TEST(CarveRealloc, LargeBlocksGrowTo64MiBAndShrinkBackKeepingContents) {
+    const size_t steps[] = {1 * kMiB,         kMiB + kMiB / 2 + 7, 3 * kMiB,
+                            5 * kMiB + 4095,  8 * kMiB,            13 * kMiB,
+                            16 * kMiB + 1,    32 * kMiB,           48 * kMiB + 3,
+                            64 * kMiB};
+    const size_t count = sizeof steps / sizeof steps[0];
+    const uint32_t seed = 0x5eed;
+    void *p = carve_malloc(steps[0]);
+    ASSERT_NE(p, nullptr);
+    fill_range(p, 0, steps[0], seed);
+    // Another large block in the way of growing in place, for a while.
+    void *blocker = carve_malloc(2 * kMiB);
+    ASSERT_NE(blocker, nullptr);
+    memset(blocker, 0x77, 2 * kMiB);
+    size_t have = steps[0];
+    for (size_t i = 1; i < count; i++) {
+        void *q = carve_realloc(p, steps[i]);
+        ASSERT_NE(q, nullptr) << "realloc to " << steps[i];
+        p = q;
+        ASSERT_EQ(first_mismatch(p, have, seed), have) << "grow " << have << " -> " << steps[i];
+        fill_range(p, have, steps[i], seed);
+        have = steps[i];
+        if (i == count / 2) {
+            carve_free(blocker);
+            blocker = nullptr;
+        }
+    }
+    for (size_t i = count - 1; i-- > 0;) {
+        void *q = carve_realloc(p, steps[i]);
+        ASSERT_NE(q, nullptr) << "realloc to " << steps[i];
+        p = q;
+        ASSERT_EQ(first_mismatch(p, steps[i], seed), steps[i])
+            << "shrink " << have << " -> " << steps[i];
+        have = steps[i];
+    }
+    EXPECT_GE(carve_malloc_usable_size(p), kMiB);
+    carve_free(p);
+    if (blocker)
+        carve_free(blocker);
+}
+
+TEST(CarveRealloc, SmallToLargeAndBackKeepsContents) {
+    // Directly between the extremes, without intermediate steps.
+    for (size_t small : {1, 15, 100, 4000, 200000}) {
+        for (size_t large : {size_t{300000}, kMiB, 10 * kMiB}) {
+            void *p = carve_malloc(small);
+            ASSERT_NE(p, nullptr);
+            fill_range(p, 0, small, 77);
+            p = carve_realloc(p, large);
+            ASSERT_NE(p, nullptr);
+            ASSERT_EQ(first_mismatch(p, small, 77), small) << small << " -> " << large;
+            fill_range(p, small, large, 77);
+            p = carve_realloc(p, small);
+            ASSERT_NE(p, nullptr);
+            ASSERT_EQ(first_mismatch(p, small, 77), small) << large << " -> " << small;
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarveRealloc, AlignedBlocksCanBeReallocatedKeepingContents) {
+    const size_t alignments[] = {64, 4096, 65536, size_t{1} << 22};
+    const size_t sizes[] = {1000, 2001, 300, 300000, 4 * kMiB + 5, 100, 70000};
+    for (size_t alignment : alignments) {
+        for (int how = 0; how < 3; how++) {
+            void *p = nullptr;
+            const size_t first = 1000;
+            if (how == 0) {
+                p = carve_aligned_alloc(alignment, first);
+            } else if (how == 1) {
+                ASSERT_EQ(carve_posix_memalign(&p, alignment, first), 0);
+            } else {
+                p = carve_memalign(alignment, first);
+            }
+            ASSERT_NE(p, nullptr);
+            ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % alignment, 0u);
+            fill_range(p, 0, first, 3);
+            size_t have = first;
+            for (size_t n : sizes) {
+                void *q = carve_realloc(p, n);
+                ASSERT_NE(q, nullptr) << "alignment " << alignment << " realloc to " << n;
+                p = q;
+                ASSERT_EQ(reinterpret_cast<uintptr_t>(p) % 16, 0u);
+                size_t keep = std::min(have, n);
+                ASSERT_EQ(first_mismatch(p, keep, 3), keep)
+                    << "alignment " << alignment << ": " << have << " -> " << n;
+                fill_range(p, 0, n, 3);
+                have = n;
+            }
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarveRealloc, SameSizeReallocKeepsContents) {
+    for (size_t n : {1, 16, 1000, 100000, 1 << 20}) {
+        void *p = carve_malloc(n);
+        ASSERT_NE(p, nullptr);
+        fill_range(p, 0, n, 5);
+        for (int i = 0; i < 3; i++) {
+            p = carve_realloc(p, n);
+            ASSERT_NE(p, nullptr);
+            ASSERT_EQ(first_mismatch(p, n, 5), n);
+        }
+        carve_free(p);
+    }
+}
+
+}  // namespace
