@@ -234,6 +234,7 @@ CARVE_EXPORT void carve_stats_print(void) {
 }
 
 CARVE_EXPORT void carve_stats_read(struct carve_stats *stats) {
+    cv_init(); /* the cgroup limit is read there */
     cv_stats_read(stats);
 }
 

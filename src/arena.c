@@ -337,8 +337,10 @@ void cv_arena_fork_parent(void) {
     cv_arena_unlock();
 }
 
+/* The forking thread holds the lock in the child too: unlock it (a normal
+ * mutex has no owner check; re-initialising a locked one is undefined). */
 void cv_arena_fork_child(void) {
-    pthread_mutex_init(&arena.lock, NULL);
+    cv_arena_unlock();
 }
 
 /* ---- statistics --------------------------------------------------------- */

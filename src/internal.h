@@ -178,7 +178,7 @@ void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
 CARVE_INLINE size_t cv_large_usable(const large_t *h) {
-    return h->map_size - h->offset;
+    return h->size - h->offset;
 }
 
 /* ---- init.c ------------------------------------------------------------ */

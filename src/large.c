@@ -73,7 +73,7 @@ static large_t *relocate(uint8_t *p, size_t size) {
     }
     large_t *h = (large_t *)dest;
     h->magic = 0;
-    h->map_size = size;
+    h->size = h->map_size = size;
     h->offset = LARGE_HEADER;
     h->lead = 0;
     return h;
@@ -230,7 +230,7 @@ void cv_large_fork_parent(void) {
 }
 
 void cv_large_fork_child(void) {
-    pthread_mutex_init(&cache.lock, NULL);
+    pthread_mutex_unlock(&cache.lock);
 }
 
 bool cv_large_trim(void) {
@@ -252,12 +252,13 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
         errno = ENOMEM;
         return NULL;
     }
-    size_t map_size = page_round(offset + size);
+    size_t block = page_round(offset + size);
+    size_t map_size = block;
     large_t *h = lead == 0 ? cache_take(map_size) : NULL;
     if (h != NULL) {
         map_size = h->map_size;
         if (zero) /* fresh mappings read as zero; a reused one does not */
-            memset(h, 0, map_size);
+            memset(h, 0, block);
     } else {
         cv_purge_tick(); /* new memory: let decayed memory go first */
         uint8_t *base = cv_os_map_aligned(lead + map_size, malign);
@@ -270,6 +271,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
             cv_os_hugepage(h, map_size);
     }
     h->magic = LARGE_MAGIC;
+    h->size = block;
     h->map_size = map_size;
     h->offset = offset;
     h->lead = lead;
@@ -307,11 +309,14 @@ void *cv_large_realloc(large_t *h, size_t size) {
     }
     size_t old_size = h->map_size;
     size_t new_size = page_round(offset + size);
-    if (new_size == old_size)
+    /* Within the mapping (not wasting three quarters of it): no call. */
+    if (new_size <= old_size && new_size >= old_size / 4) {
+        h->size = new_size;
         return (uint8_t *)h + offset;
+    }
     /* Shrinking never moves; growing stays in place when it can. */
     if (cv_os_remap_inplace(h, old_size, new_size)) {
-        h->map_size = new_size;
+        h->size = h->map_size = new_size;
         atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
         return (uint8_t *)h + offset;
     }
@@ -332,7 +337,7 @@ void *cv_large_realloc(large_t *h, size_t size) {
         return NULL;
     }
     cv_os_unmap(old_base, lead);
-    nh->map_size = new_size;
+    nh->size = nh->map_size = new_size;
     cv_arena_set_large((uintptr_t)nh + offset, kind_for(offset));
     cv_arena_set_large(old_user, MAP_NONE);
     atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);

@@ -161,6 +161,8 @@ bool cv_purge_pressure(void) {
 /* ---- passes ------------------------------------------------------------- */
 
 static void pass(uint64_t now) {
+    if (cv_options.purge == PURGE_NONE)
+        return;
     bool pressure = cv_purge_pressure();
     uint64_t decay = pressure ? 0 : cv_options.decay_ms;
     bool dontneed = pressure || cv_options.purge == PURGE_DONTNEED;

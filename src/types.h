@@ -154,7 +154,10 @@ typedef struct chunk {
 
 typedef struct large {
     uint64_t magic;
-    size_t map_size; /* bytes mapped, from the header on */
+    size_t size;     /* bytes in use from the header on: offset + request,
+                        rounded to a page (the block ends there) */
+    size_t map_size; /* bytes mapped from the header on (>= size: a block
+                        may reuse a bigger cached mapping whole) */
     size_t offset;   /* user pointer - header */
     size_t lead;     /* bytes mapped before the header (alignment >= CHUNK) */
     uint64_t freed_ms; /* when it entered the cache of freed mappings */

@@ -1,0 +1,801 @@
+// test_heaps.cc: thread-local heaps, seen from the outside: blocks handed
+// from producers to consumers, many threads freeing one owner's blocks, a
+// long churn of short-lived threads, fork() under load, and the blocks of a
+// thread that exits with live allocations.
+//
+// Memory figures come from carve_stats_read (global to the process), so each
+// test compares with a figure read at its own start. The suites in this
+// binary run one after the other, and every thread a test starts is joined
+// before it ends.
+//
+// CARVE_TEST_SCALE (default 1.0) scales the heavy iteration counts; test/run
+// may set 0.1 for the sanitizer builds. The thread churn and the fork loop
+// also stop at a wall-clock budget (7 s and 4 s, after a minimum count),
+// since thread creation and fork cost 10 to 100 times more in some virtual
+// machines and under the sanitizers; they print a NOTE when they do.
+
+#include <carve.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+// ---- helpers ------------------------------------------------------------
+
+double test_scale() {
+    static const double scale = [] {
+        const char *s = getenv("CARVE_TEST_SCALE");
+        if (s == nullptr || *s == '\0')
+            return 1.0;
+        char *end = nullptr;
+        double v = strtod(s, &end);
+        return (end != s && v > 0.0) ? v : 1.0;
+    }();
+    return scale;
+}
+
+// n scaled by CARVE_TEST_SCALE, never below lo.
+size_t scaled(size_t n, size_t lo = 1) {
+    double v = static_cast<double>(n) * test_scale();
+    size_t r = static_cast<size_t>(v);
+    return r < lo ? lo : r;
+}
+
+uint64_t checksum(const void *p, size_t n) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+void fill_random(void *p, size_t n, uint64_t seed) {
+    unsigned char *b = static_cast<unsigned char *>(p);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull | 1;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(b + i, &x, 8);
+    }
+    for (; i < n; i++)
+        b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
+}
+
+struct Block {
+    unsigned char *p;
+    size_t size;
+    uint64_t sum;
+};
+
+// Allocates n bytes, fills them from seed and records the checksum.
+bool make_block(Block &b, size_t n, uint64_t seed) {
+    b.p = static_cast<unsigned char *>(carve_malloc(n));
+    b.size = n;
+    if (b.p == nullptr)
+        return false;
+    fill_random(b.p, n, seed);
+    b.sum = checksum(b.p, n);
+    return true;
+}
+
+bool intact(const Block &b) { return checksum(b.p, b.size) == b.sum; }
+
+struct Stats {
+    carve_stats s;
+    Stats() { carve_stats_read(&s); }
+    size_t pages() const {
+        size_t n = 0;
+        for (size_t c = 0; c < s.class_count; c++)
+            n += s.classes[c].pages;
+        return n;
+    }
+    size_t live_blocks() const {
+        size_t n = 0;
+        for (size_t c = 0; c < s.class_count; c++)
+            n += s.classes[c].live;
+        return n;
+    }
+    // The class that serves a request of n bytes (the smallest that fits).
+    size_t class_of(size_t n) const {
+        for (size_t c = 0; c < s.class_count; c++)
+            if (s.classes[c].size >= n)
+                return c;
+        return s.class_count;
+    }
+};
+
+size_t rss_bytes() {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == nullptr)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    if (got != 2)
+        return 0;
+    return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+// Wall-clock budget of a loop whose cost depends on the machine.
+class TimeBudget {
+public:
+    explicit TimeBudget(double seconds)
+        : end_(std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(seconds))) {}
+    bool spent() const { return std::chrono::steady_clock::now() >= end_; }
+
+private:
+    std::chrono::steady_clock::time_point end_;
+};
+
+// Aborts the process with a message if the test is still running after
+// `seconds`: a deadlock becomes a failure instead of a hung test run.
+class Watchdog {
+public:
+    Watchdog(const char *what, unsigned seconds)
+        : thread_([this, what, seconds] {
+              std::unique_lock<std::mutex> lock(mutex_);
+              if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
+                  fprintf(stderr, "%s: still running after %u s (deadlock?)\n", what, seconds);
+                  abort();
+              }
+          }) {}
+    ~Watchdog() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            done_ = true;
+        }
+        cv_.notify_all();
+        thread_.join();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    bool done_ = false;
+    std::thread thread_;
+};
+
+// ---- producers and consumers -------------------------------------------
+
+size_t handoff_size(std::mt19937_64 &rng) {
+    if (rng() % 64 == 0)
+        return 2049 + rng() % (64 * 1024 - 2048);  // a few up to 64 KiB
+    return 8 + rng() % (2048 - 8 + 1);
+}
+
+TEST(CarveHeaps, ProducersHandBlocksToConsumersWhoFreeThemIntact) {
+    constexpr int kProducers = 2, kConsumers = 2;
+    constexpr size_t kQueueMax = 1024;
+    const size_t per_producer = scaled(150000, 5000);
+
+    const Stats before;
+    std::mutex mutex;
+    std::condition_variable not_full, not_empty, phase;
+    std::deque<Block> queue;
+    int producers_left = kProducers;
+    bool checked_mid = false;
+    std::atomic<long> bad{0}, consumed{0}, alloc_failed{0};
+    std::atomic<size_t> pages_after_first{0}, pages_after_second{0};
+    std::atomic<size_t> live_after_first{0}, live_after_second{0};
+    std::atomic<int> second_round_done{0};
+
+    auto producer = [&](int id) {
+        std::mt19937_64 rng(11 + id);
+        for (size_t i = 0; i < per_producer; i++) {
+            Block b;
+            if (!make_block(b, handoff_size(rng), rng())) {
+                alloc_failed++;
+                break;
+            }
+            std::unique_lock<std::mutex> lock(mutex);
+            not_full.wait(lock, [&] { return queue.size() < kQueueMax; });
+            queue.push_back(b);
+            not_empty.notify_one();
+        }
+        {
+            std::unique_lock<std::mutex> lock(mutex);
+            if (--producers_left == 0)
+                not_empty.notify_all();
+            // Wait for the consumers to free everything and for the main
+            // thread to read the statistics.
+            phase.wait(lock, [&] { return checked_mid; });
+        }
+        // Allocate again, as many blocks live at a time as were in flight
+        // before: this thread's pages took the consumers' frees, so the
+        // blocks come from them (once collected), not from new pages.
+        std::vector<Block> again(kQueueMax / kProducers, Block{nullptr, 0, 0});
+        for (size_t i = 0; i < per_producer / 4; i++) {
+            Block &b = again[i % again.size()];
+            if (b.p != nullptr) {
+                if (!intact(b))
+                    bad++;
+                carve_free(b.p);
+                b.p = nullptr;
+            }
+            if (!make_block(b, handoff_size(rng), rng())) {
+                alloc_failed++;
+                break;
+            }
+        }
+        {
+            std::unique_lock<std::mutex> lock(mutex);
+            if (++second_round_done == kProducers) {
+                const Stats now;
+                pages_after_second = now.pages();
+                live_after_second = now.live_blocks();
+            }
+            phase.notify_all();
+            phase.wait(lock, [&] { return second_round_done == kProducers; });
+        }
+        for (const Block &b : again)
+            if (b.p != nullptr) {
+                if (!intact(b))
+                    bad++;
+                carve_free(b.p);
+            }
+    };
+
+    auto consumer = [&] {
+        for (;;) {
+            Block b;
+            {
+                std::unique_lock<std::mutex> lock(mutex);
+                not_empty.wait(lock, [&] { return !queue.empty() || producers_left == 0; });
+                if (queue.empty())
+                    return;
+                b = queue.front();
+                queue.pop_front();
+                not_full.notify_one();
+            }
+            if (!intact(b))
+                bad++;
+            carve_free(b.p);
+            consumed++;
+        }
+    };
+
+    std::vector<std::thread> producers, consumers;
+    for (int i = 0; i < kProducers; i++)
+        producers.emplace_back(producer, i);
+    for (int i = 0; i < kConsumers; i++)
+        consumers.emplace_back(consumer);
+    for (auto &t : consumers)
+        t.join();
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        const Stats now;
+        pages_after_first = now.pages();
+        live_after_first = now.live_blocks();
+        checked_mid = true;
+    }
+    phase.notify_all();
+    for (auto &t : producers)
+        t.join();
+
+    EXPECT_EQ(alloc_failed.load(), 0);
+    EXPECT_EQ(bad.load(), 0) << "blocks whose contents changed between producer and consumer";
+    EXPECT_EQ(static_cast<size_t>(consumed.load()), per_producer * kProducers)
+        << "blocks lost in the hand-off";
+
+    RecordProperty("live_after_consumers", static_cast<int>(live_after_first.load()));
+    RecordProperty("live_after_second_round", static_cast<int>(live_after_second.load()));
+    RecordProperty("pages_after_consumers", static_cast<int>(pages_after_first.load()));
+    RecordProperty("pages_after_second_round", static_cast<int>(pages_after_second.load()));
+
+    // The second round reused the consumers' frees.
+    const size_t first = pages_after_first.load() - std::min(pages_after_first.load(), before.pages());
+    const size_t second = pages_after_second.load() - std::min(pages_after_second.load(), before.pages());
+    EXPECT_LE(second, first + first / 4 + 16)
+        << "pages grew from " << first << " to " << second
+        << " when the producers allocated again after the consumers freed everything";
+
+    // While the producers live, blocks that the consumers freed count as
+    // live until their owner collects them; allocating again collects
+    // them: at most the blocks in the producers' rings, plus a slack of
+    // remote frees still waiting in pages the producers did not need.
+    EXPECT_LE(live_after_second.load(), before.live_blocks() + kQueueMax + 4096)
+        << "live small blocks: " << before.live_blocks() << " at the start, "
+        << live_after_first.load() << " once the consumers had freed everything, "
+        << live_after_second.load() << " after the producers allocated again";
+
+    // Every thread has exited, so every remote free has been collected:
+    // the live blocks are back to the starting figure.
+    const Stats after;
+    EXPECT_LE(after.live_blocks(), before.live_blocks() + 64)
+        << "live small blocks: " << before.live_blocks() << " before, " << after.live_blocks()
+        << " after";
+}
+
+// ---- many threads freeing into one owner -------------------------------
+
+TEST(CarveHeaps, ManyThreadsFreeingIntoOneOwnerLetItReuseTheMemory) {
+    constexpr int kFreers = 8;
+    const size_t n = scaled(100000, 10000);
+    std::atomic<long> bad{0};
+    size_t pages0 = 0, pages1 = 0, pages2 = 0;
+    std::vector<Block> blocks(n);
+    std::mutex mutex;
+    std::condition_variable cv;
+    int step = 0;  // 0: owner allocates, 1: freers free, 2: owner allocates again
+
+    auto wait_step = [&](int s) {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return step >= s; });
+    };
+    auto set_step = [&](int s) {
+        std::lock_guard<std::mutex> lock(mutex);
+        step = s;
+        cv.notify_all();
+    };
+
+    std::thread owner([&] {
+        std::mt19937_64 rng(4242);
+        pages0 = Stats().pages();
+        for (size_t i = 0; i < n; i++) {
+            if (!make_block(blocks[i], 16 + rng() % 497, rng())) {
+                bad++;
+                blocks.resize(i);
+                break;
+            }
+        }
+        pages1 = Stats().pages();
+        set_step(1);
+        wait_step(2);
+        // The same amount again, from the remotely freed blocks.
+        std::vector<Block> again(blocks.size());
+        for (size_t i = 0; i < again.size(); i++) {
+            if (!make_block(again[i], 16 + rng() % 497, rng())) {
+                bad++;
+                again.resize(i);
+                break;
+            }
+        }
+        pages2 = Stats().pages();
+        for (const Block &b : again) {
+            if (!intact(b))
+                bad++;
+            carve_free(b.p);
+        }
+    });
+
+    wait_step(1);
+    std::vector<std::thread> freers;
+    for (int f = 0; f < kFreers; f++)
+        freers.emplace_back([&, f] {
+            // Disjoint but interleaved sets (every kFreers-th block), so
+            // that the frees into one page come from all threads at once.
+            for (size_t i = static_cast<size_t>(f); i < blocks.size(); i += kFreers) {
+                if (!intact(blocks[i]))
+                    bad++;
+                carve_free(blocks[i].p);
+            }
+        });
+    for (auto &t : freers)
+        t.join();
+    set_step(2);
+    owner.join();
+
+    EXPECT_EQ(bad.load(), 0);
+    RecordProperty("pages_first_round", static_cast<int>(pages1 - std::min(pages1, pages0)));
+    RecordProperty("pages_second_round", static_cast<int>(pages2 - std::min(pages2, pages0)));
+    const size_t first = pages1 - std::min(pages1, pages0);
+    const size_t second = pages2 - std::min(pages2, pages0);
+    EXPECT_GT(first, 0u);
+    EXPECT_LE(second, first + first / 10 + 8)
+        << "the owner took " << first << " pages for the first round and " << second
+        << " for the second: remotely freed memory was not reused";
+}
+
+// ---- thread churn ------------------------------------------------------
+
+TEST(CarveHeaps, HundredThousandShortThreadsKeepMemoryBounded) {
+    constexpr size_t kMinThreads = 2000;
+    const size_t threads = scaled(100000, kMinThreads);
+    std::mutex mutex;
+    std::vector<Block> left;
+    left.reserve(threads);
+    std::atomic<long> bad{0};
+
+    carve_malloc_trim(0);
+    const Stats before;
+    const size_t rss_before = rss_bytes();
+
+    auto body = [&](size_t id) {
+        std::mt19937_64 rng(id * 7919 + 1);
+        Block b[4];
+        for (int k = 0; k < 4; k++) {
+            size_t n = rng() % 16 == 0 ? 1025 + rng() % 15360 : 8 + rng() % 505;
+            if (!make_block(b[k], n, rng())) {
+                bad++;
+                return;
+            }
+        }
+        // Two freed here, one freed after a realloc, one left for main.
+        for (int k = 0; k < 2; k++) {
+            if (!intact(b[k]))
+                bad++;
+            carve_free(b[k].p);
+        }
+        void *q = carve_realloc(b[2].p, b[2].size * 3);
+        if (q == nullptr || checksum(q, b[2].size) != b[2].sum)
+            bad++;
+        carve_free(q);
+        std::lock_guard<std::mutex> lock(mutex);
+        left.push_back(b[3]);
+    };
+
+    // Thread creation costs from 10 us to 100 us (virtual machines) or
+    // more (sanitizers): stop early, after enough threads, rather than
+    // blow the time budget.
+    const TimeBudget budget(7.0);
+    size_t made = 0, chunks_mid = 0;
+    for (; made < threads; made++) {
+        if (made >= kMinThreads && made % 256 == 0 && budget.spent())
+            break;
+        std::thread t(body, made);
+        t.join();
+        if (made == kMinThreads / 2)
+            chunks_mid = Stats().s.chunks;
+    }
+    RecordProperty("threads", static_cast<int>(made));
+    if (made < threads)
+        printf("[   NOTE   ] %zu of %zu threads within the time budget\n", made, threads);
+    const Stats peak;
+    size_t left_bytes = 0;
+    for (const Block &b : left)
+        left_bytes += b.size;
+
+    ASSERT_EQ(left.size(), made) << "threads that failed to allocate";
+    for (const Block &b : left) {
+        if (!intact(b))
+            bad++;
+        carve_free(b.p);
+    }
+    left.clear();
+    left.shrink_to_fit();
+    carve_malloc_trim(0);
+    const Stats after;
+    const size_t rss_after = rss_bytes();
+
+    EXPECT_EQ(bad.load(), 0) << "blocks that changed, or failed allocations";
+    // While the blocks were live: no more chunks than the live bytes need
+    // (with 25% class waste and half-used pages) plus a few.
+    const size_t need_chunks = left_bytes * 5 / 2 / (4 * kMiB) + 8;
+    EXPECT_LE(peak.s.chunks, before.s.chunks + need_chunks)
+        << left_bytes << " bytes left live by " << made << " threads; chunks went from "
+        << before.s.chunks << " to " << peak.s.chunks << " (" << chunks_mid << " after "
+        << kMinThreads / 2 << " threads)";
+    // Everything freed: the abandoned pages went back.
+    EXPECT_LE(after.live_blocks(), before.live_blocks() + 16)
+        << "live blocks " << before.live_blocks() << " before, " << after.live_blocks() << " after";
+    EXPECT_LE(after.s.chunks, before.s.chunks + need_chunks);
+    EXPECT_LE(after.s.committed, before.s.committed + 8 * kMiB)
+        << "committed " << before.s.committed << " before, " << after.s.committed << " after";
+    if (rss_before != 0 && rss_after != 0) {
+        EXPECT_LT(rss_after, rss_before + 64 * kMiB)
+            << "RSS " << rss_before / kMiB << " MiB before, " << rss_after / kMiB << " MiB after "
+            << made << " threads";
+    }
+}
+
+// ---- fork under load ---------------------------------------------------
+
+size_t churn_size(std::mt19937_64 &rng) {
+    uint64_t r = rng() % 1000;
+    if (r < 900)
+        return 1 + rng() % 1024;
+    if (r < 997)
+        return 1025 + rng() % (64 << 10);
+    return 300000 + rng() % (1 << 20);
+}
+
+// Threads that allocate and free until destroyed (also when a test
+// returns early on a fatal failure).
+class Churners {
+public:
+    explicit Churners(int count) {
+        for (int t = 0; t < count; t++)
+            threads_.emplace_back([this, t] { run(t); });
+        while (rounds_.load() < 1000)
+            std::this_thread::yield();
+    }
+    ~Churners() { stop(); }
+    void stop() {
+        stop_ = true;
+        for (auto &t : threads_)
+            if (t.joinable())
+                t.join();
+    }
+    long bad() const { return bad_.load(); }
+
+private:
+    void run(int id) {
+        std::mt19937_64 rng(900 + id);
+        std::vector<Block> v(48, Block{nullptr, 0, 0});
+        while (!stop_.load(std::memory_order_relaxed)) {
+            Block &b = v[rng() % v.size()];
+            if (b.p) {
+                if (!intact(b))
+                    bad_++;
+                carve_free(b.p);
+                b.p = nullptr;
+            }
+            size_t n = churn_size(rng);
+            b.p = static_cast<unsigned char *>(carve_malloc(n));
+            if (b.p == nullptr) {
+                bad_++;
+                break;
+            }
+            // Only the head of big blocks is written: page faults are slow
+            // in some virtual machines, and this test is about fork.
+            b.size = std::min<size_t>(n, 8192);
+            fill_random(b.p, b.size, rng());
+            b.sum = checksum(b.p, b.size);
+            rounds_++;
+        }
+        for (Block &b : v)
+            if (b.p) {
+                if (!intact(b))
+                    bad_++;
+                carve_free(b.p);
+            }
+    }
+
+    std::atomic<bool> stop_{false};
+    std::atomic<long> bad_{0}, rounds_{0};
+    std::vector<std::thread> threads_;
+};
+
+// What a child does after fork: frees blocks of the parent, allocates
+// small, medium and large blocks (calloc too), grows one with realloc.
+// Returns 0 or the number of the first check that failed.
+int child_work(const Block &mine, unsigned char *big, size_t big_size) {
+    int status = 0;
+    if (!intact(mine))
+        status = 2;
+    carve_free(mine.p);
+    if (big[0] != 0x5a || big[big_size - 1] != 0x5a)
+        status = 3;
+    carve_free(big);
+    void *keep[48];
+    for (int k = 0; k < 48; k++) {
+        size_t n = (k % 16 == 15) ? 300000 + static_cast<size_t>(k) * 4096
+                                  : 1 + static_cast<size_t>(k) * 83;
+        auto *p = static_cast<unsigned char *>(carve_malloc(n));
+        keep[k] = p;
+        if (p == nullptr) {
+            status = 4;
+            continue;
+        }
+        p[0] = static_cast<unsigned char>(k);
+        p[n - 1] = static_cast<unsigned char>(k);
+        if (p[0] != k || p[n - 1] != k)
+            status = 5;
+    }
+    void *grown = carve_realloc(keep[47], 4 << 20);  // large: mremap in the child
+    if (grown == nullptr || static_cast<unsigned char *>(grown)[0] != 47)
+        status = 6;
+    else
+        keep[47] = grown;
+    for (int k = 0; k < 48; k++)
+        carve_free(keep[k]);
+    for (size_t n : {size_t(100), size_t(40000), size_t(1) << 20}) {
+        auto *z = static_cast<unsigned char *>(carve_calloc(1, n));
+        if (z == nullptr || z[0] != 0 || z[n / 2] != 0 || z[n - 1] != 0)
+            status = 7;
+        carve_free(z);
+    }
+    return status;
+}
+
+TEST(CarveHeaps, ThousandForksWhileThreadsAllocateGiveWorkingChildren) {
+    constexpr int kMinForks = 20;
+    const int forks = static_cast<int>(scaled(1000, kMinForks));
+    Watchdog watchdog("CarveHeaps.ThousandForks", 240);
+    Churners churners(3);
+
+    // fork() costs from 0.1 ms to over 100 ms (virtual machines, sanitizers,
+    // three busy threads on two cores): stop early, after enough forks,
+    // rather than blow the time budget.
+    const TimeBudget budget(4.0);
+    int failures = 0, done = 0;
+    constexpr size_t kBig = 512 * 1024;
+    for (; done < forks && failures < 5; done++) {
+        if (done >= kMinForks && budget.spent())
+            break;
+        Block mine;
+        ASSERT_TRUE(make_block(mine, 64 + static_cast<size_t>(done % 200) * 13,
+                               static_cast<uint64_t>(done)));
+        auto *big = static_cast<unsigned char *>(carve_malloc(kBig));  // large, from before fork
+        ASSERT_NE(big, nullptr);
+        big[0] = big[kBig - 1] = 0x5a;
+
+        pid_t pid = fork();
+        ASSERT_NE(pid, -1) << "fork " << done << ": " << strerror(errno);
+        if (pid == 0) {
+            alarm(10);  // a deadlock in the child ends it with SIGALRM
+            _exit(child_work(mine, big, kBig));
+        }
+        int status = 0;
+        pid_t w;
+        do {
+            w = waitpid(pid, &status, 0);
+        } while (w == -1 && errno == EINTR);
+        ASSERT_EQ(w, pid);
+        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+            failures++;
+            ADD_FAILURE() << "fork " << done << ": child "
+                          << (WIFSIGNALED(status) ? "killed by signal " : "exited with ")
+                          << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status))
+                          << (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM
+                                  ? " (timed out: deadlock in the child?)"
+                                  : "");
+        }
+        EXPECT_TRUE(intact(mine)) << "the child's free changed the parent's block";
+        EXPECT_TRUE(big[0] == 0x5a && big[kBig - 1] == 0x5a);
+        carve_free(mine.p);
+        carve_free(big);
+    }
+    churners.stop();
+    RecordProperty("forks", done);
+    if (done < forks)
+        printf("[   NOTE   ] %d of %d forks within the time budget\n", done, forks);
+    EXPECT_EQ(churners.bad(), 0) << "blocks of the busy threads changed";
+    EXPECT_EQ(failures, 0);
+}
+
+// ---- a thread exits with live blocks -----------------------------------
+
+TEST(CarveHeaps, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
+    constexpr size_t kSmall = 200, kMedium = 3000;
+    const size_t n_small = 20000, n_medium = 2000;
+    std::vector<Block> small, medium;
+
+    const Stats before;
+    const size_t cs = before.class_of(kSmall), cm = before.class_of(kMedium);
+    ASSERT_LT(cs, before.s.class_count);
+    ASSERT_LT(cm, before.s.class_count);
+
+    std::thread first([&] {
+        std::mt19937_64 rng(31);
+        for (size_t i = 0; i < n_small; i++) {
+            Block b;
+            if (!make_block(b, kSmall, rng()))
+                return;
+            small.push_back(b);
+        }
+        for (size_t i = 0; i < n_medium; i++) {
+            Block b;
+            if (!make_block(b, kMedium, rng()))
+                return;
+            medium.push_back(b);
+        }
+    });
+    first.join();
+    ASSERT_EQ(small.size(), n_small);
+    ASSERT_EQ(medium.size(), n_medium);
+    const Stats exited;
+    const size_t small_pages = exited.s.classes[cs].pages;
+    const size_t medium_pages = exited.s.classes[cm].pages;
+    EXPECT_GE(exited.s.classes[cs].live, n_small);
+    EXPECT_GE(exited.s.classes[cm].live, n_medium);
+
+    // Every block is intact; every other one is freed by main (no page
+    // becomes empty, so only adoption can reuse the memory), and a few of
+    // the rest are grown and shrunk with realloc.
+    std::set<uintptr_t> freed;
+    long bad = 0;
+    for (std::vector<Block> *v : {&small, &medium}) {
+        std::vector<Block> keep;
+        for (size_t i = 0; i < v->size(); i++) {
+            Block &b = (*v)[i];
+            if (!intact(b))
+                bad++;
+            if (i % 2 == 0) {
+                freed.insert(reinterpret_cast<uintptr_t>(b.p));
+                carve_free(b.p);
+            } else {
+                keep.push_back(b);
+            }
+        }
+        *v = keep;
+    }
+    EXPECT_EQ(bad, 0) << "blocks of the exited thread changed";
+    // realloc of a dead thread's block: grown (moves) and shrunk.
+    std::vector<Block> moved;
+    for (int i = 0; i < 100; i++) {
+        Block b = small.back();
+        small.pop_back();
+        auto *q = static_cast<unsigned char *>(carve_realloc(b.p, b.size * 4));
+        ASSERT_NE(q, nullptr);
+        EXPECT_EQ(checksum(q, b.size), b.sum) << "realloc lost the contents";
+        q = static_cast<unsigned char *>(carve_realloc(q, 40));
+        ASSERT_NE(q, nullptr);
+        moved.push_back({q, 40, checksum(q, 40)});
+    }
+
+    // A new thread allocating the same classes takes the half-empty pages.
+    size_t reused = 0, fresh = 0;
+    std::vector<Block> second_small, second_medium;
+    std::thread second([&] {
+        std::mt19937_64 rng(32);
+        for (size_t i = 0; i < n_small / 2; i++) {
+            Block b;
+            if (!make_block(b, kSmall, rng()))
+                return;
+            second_small.push_back(b);
+        }
+        for (size_t i = 0; i < n_medium / 2; i++) {
+            Block b;
+            if (!make_block(b, kMedium, rng()))
+                return;
+            second_medium.push_back(b);
+        }
+    });
+    second.join();
+    ASSERT_EQ(second_small.size(), n_small / 2);
+    ASSERT_EQ(second_medium.size(), n_medium / 2);
+    for (const std::vector<Block> *v : {&second_small, &second_medium})
+        for (const Block &b : *v) {
+            if (freed.count(reinterpret_cast<uintptr_t>(b.p)))
+                reused++;
+            else
+                fresh++;
+        }
+    const Stats adopted;
+    EXPECT_LE(adopted.s.classes[cs].pages, small_pages + 1)
+        << "class " << adopted.s.classes[cs].size << ": pages grew from " << small_pages;
+    EXPECT_LE(adopted.s.classes[cm].pages, medium_pages + 1)
+        << "class " << adopted.s.classes[cm].size << ": pages grew from " << medium_pages;
+    EXPECT_GE(reused, (reused + fresh) * 9 / 10)
+        << reused << " blocks reused the exited thread's memory, " << fresh << " did not";
+
+    // Everything left is still intact, and goes back.
+    for (const std::vector<Block> *v : {&small, &medium, &second_small, &second_medium, &moved})
+        for (const Block &b : *v) {
+            if (!intact(b))
+                bad++;
+            carve_free(b.p);
+        }
+    EXPECT_EQ(bad, 0);
+    const Stats after;
+    EXPECT_LE(after.s.classes[cs].live, before.s.classes[cs].live);
+    EXPECT_LE(after.s.classes[cm].live, before.s.classes[cm].live);
+}
+
+}  // namespace
