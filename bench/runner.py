@@ -14,6 +14,7 @@ import glob
 import hashlib
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -50,9 +51,16 @@ class Workload:
     """One benchmark program. kind is 'c' (a program of bench/src), or one
     of the real programs: 'python', 'gcc', 'sqlite'."""
 
-    def __init__(self, name, kind, threaded, quick_scale, binary=None, extra=(), desc=""):
+    def __init__(self, name, kind, threaded, quick_scale, binary=None, extra=(), desc="", variants=(),
+                 resident=False, quick_extra=None):
         self.name, self.kind, self.threaded = name, kind, threaded
         self.quick_scale, self.binary, self.extra, self.desc = quick_scale, binary, list(extra), desc
+        # the arguments after THREADS SCALE under --quick (default: extra)
+        self.quick_extra = self.extra if quick_extra is None else list(quick_extra)
+        # carve variants (CARVE_VARIANTS) that also run this workload by default
+        self.variants = list(variants)
+        # prints "mean_resident_kib=N" (a run without it is a FAIL)
+        self.resident = resident
 
     def prepare(self, scale):
         """Creates the inputs this workload needs at this scale."""
@@ -73,10 +81,11 @@ class Workload:
             return max(10, int(300 * scale))      # functions in the C file
         return max(1000, int(200000 * scale))     # rows for sqlite
 
-    def command(self, threads, scale, tmpdir):
+    def command(self, threads, scale, tmpdir, quick=False):
         """Returns (argv, stdin path or None)."""
         if self.kind == "c":
-            return [os.path.join(BIN, self.binary), str(threads), fmt_scale(scale)] + self.extra, None
+            return [os.path.join(BIN, self.binary), str(threads), fmt_scale(scale)] + \
+                (self.quick_extra if quick else self.extra), None
         if self.kind == "python":
             return [sys.executable, os.path.join(WORKLOADS_DIR, "objects.py"), fmt_scale(scale)], None
         if self.kind == "gcc":
@@ -128,6 +137,13 @@ WORKLOADS = [
              "blocks of 64 KiB..32 MiB allocated, memset and freed, T threads"),
     Workload("fragmentation", "c", False, 0.1, "fragmentation", [],
              "256 MiB of small blocks, 90% freed at random, then 100 MiB of other sizes"),
+    Workload("phases", "c", False, 0.03, "phases", [],
+             "grow to 1 GiB of small blocks, free 90% in long runs, pause 300 ms, regrow (3 rounds); "
+             "mean resident memory", variants=["carve-dontneed", "carve-bg"], resident=True,
+             quick_extra=["2"]),
+    Workload("purge", "c", False, 0.03, "purge", [],
+             "free 1 GiB of small blocks, then one 512 MiB block: RSS and LazyFree after 300 ms "
+             "and one more malloc", variants=["carve-dontneed", "carve-bg"], resident=True),
     Workload("python", "python", False, 0.17, desc="python3 running bench/workloads/objects.py"),
     Workload("gcc", "gcc", False, 0.1, desc="gcc -O2 -c on a generated C file"),
     Workload("sqlite", "sqlite", False, 0.1, desc="sqlite3 :memory: on a generated SQL script"),
@@ -137,8 +153,20 @@ WORKLOADS = [
 # ---- allocators ------------------------------------------------------------
 
 class Allocator:
-    def __init__(self, name, lib, note=""):
+    """A library to preload (None: glibc, nothing preloaded). carve_options,
+    for a carve variant, is appended to CARVE_OPTIONS. A variant with
+    everywhere=False runs only the workloads that name it in their
+    `variants` (phases, purge); the others leave its cells empty."""
+
+    def __init__(self, name, lib, note="", carve_options=None, everywhere=True):
         self.name, self.lib, self.note = name, lib, note
+        self.carve_options, self.everywhere = carve_options, everywhere
+
+    def runs(self, workload):
+        return self.everywhere or self.name in workload.variants
+
+    def is_carve(self):
+        return self.name == "carve" or self.carve_options is not None
 
     def env(self):
         """The environment of bin/spawn, which sets LD_PRELOAD itself for
@@ -147,6 +175,10 @@ class Allocator:
         env.pop("LD_PRELOAD", None)
         env["PYTHONHASHSEED"] = "0"
         env["LC_ALL"] = "C"
+        if self.carve_options:
+            # after the user's CARVE_OPTIONS: the later value of a key wins
+            user = env.get("CARVE_OPTIONS", "").strip(",")
+            env["CARVE_OPTIONS"] = user + "," + self.carve_options if user else self.carve_options
         return env
 
     def provides_malloc(self, reported):
@@ -160,6 +192,15 @@ class Allocator:
 PEERS = [("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
          ("mimalloc", "libmimalloc.so.2", "libmimalloc2.0"),
          ("tcmalloc", "libtcmalloc_minimal.so.4", "libtcmalloc-minimal4")]
+
+# carve with options: columns of their own, next to carve's. By default they
+# run only the workloads that list them (Workload.variants); named in
+# --allocators, they run every workload. --allocators also takes
+# carve:KEY=VALUE[+KEY=VALUE...], a '+' for each comma of CARVE_OPTIONS
+# (carve:decay_ms=0+purge=dontneed is CARVE_OPTIONS=decay_ms=0,purge=dontneed).
+CARVE_VARIANTS = [("carve-dontneed", "purge=dontneed"),
+                  ("carve-bg", "background=1")]
+ALLOCATOR_NAMES = ["carve"] + [n for n, _ in CARVE_VARIANTS] + ["glibc"] + [n for n, _, _ in PEERS]
 
 
 def find_library(soname):
@@ -208,7 +249,20 @@ def package_version(path):
         return ""
 
 
-def find_allocators(wanted):
+def carve_option_spec(name):
+    """The CARVE_OPTIONS of a carve variant name, or None if it is none."""
+    for n, opts in CARVE_VARIANTS:
+        if name == n:
+            return opts
+    if name.startswith("carve:") and len(name) > len("carve:"):
+        return name[len("carve:"):].replace("+", ",")
+    return None
+
+
+def find_allocators(wanted, workloads):
+    """The columns: carve, its variants, glibc, the peers. wanted is the
+    --allocators list, or None for the default set (with the variants that
+    the selected workloads ask for)."""
     carve_lib = os.environ.get("CARVE_LIB") or os.path.join(REPO, ".libs", "libcarve.so")
     if not os.path.exists(carve_lib):
         sys.exit("bench: carve's library %s does not exist.\n"
@@ -216,6 +270,17 @@ def find_allocators(wanted):
     carve_lib = os.path.abspath(carve_lib)
     note = "CARVE_LIB" if os.environ.get("CARVE_LIB") else "built here"
     allocs = [Allocator("carve", carve_lib, note)]
+    if wanted is None:
+        for name, opts in CARVE_VARIANTS:
+            users = [w.name for w in workloads if name in w.variants]
+            if users:
+                allocs.append(Allocator(name, carve_lib, "CARVE_OPTIONS=%s; %s only" % (opts, ", ".join(users)),
+                                        carve_options=opts, everywhere=False))
+    else:
+        for name in wanted:
+            opts = carve_option_spec(name)
+            if opts is not None and name not in [a.name for a in allocs]:
+                allocs.append(Allocator(name, carve_lib, "CARVE_OPTIONS=" + opts, carve_options=opts))
     if wanted is None or "glibc" in wanted:
         allocs.append(Allocator("glibc", None, "the C library's malloc, nothing preloaded"))
     for name, soname, pkg in PEERS:
@@ -235,8 +300,26 @@ current_pgid = None
 
 
 class RunResult:
-    def __init__(self, time_s, rss_kib, ok, why="", result=None):
+    """One run. resident_kib: the program's own "mean_resident_kib=" (mean
+    of Rss - LazyFree, phases and purge), else None; points: its "mem POINT
+    rss_kib=N lazyfree_kib=M" lines, as [(point, rss, lazyfree)]."""
+
+    def __init__(self, time_s, rss_kib, ok, why="", result=None, resident_kib=None, points=()):
         self.time_s, self.rss_kib, self.ok, self.why, self.result = time_s, rss_kib, ok, why, result
+        self.resident_kib, self.points = resident_kib, list(points)
+
+
+RESIDENT_RE = re.compile(r"^mean_resident_kib=(\d+)", re.M)
+POINT_RE = re.compile(r"^mem (\S+) rss_kib=(-?\d+) lazyfree_kib=(-?\d+)\s*$", re.M)
+
+
+def memory_report(stdout):
+    """(mean resident KiB or None, [(point, rss KiB, LazyFree KiB)]) from a
+    workload's output."""
+    text = stdout.decode("utf-8", "replace")
+    m = RESIDENT_RE.search(text)
+    points = [(p, int(r), int(z)) for p, r, z in POINT_RE.findall(text)]
+    return (int(m.group(1)) if m else None), points
 
 
 def run_program(argv, alloc, stdin_path, timeout):
@@ -284,8 +367,8 @@ def last_line(data):
     return lines[-1].strip()[:200] if lines else ""
 
 
-def run_workload(w, alloc, threads, scale, timeout, tmpdir):
-    argv, stdin_path = w.command(threads, scale, tmpdir)
+def run_workload(w, alloc, threads, scale, timeout, tmpdir, quick=False):
+    argv, stdin_path = w.command(threads, scale, tmpdir, quick)
     try:
         wall, rss, status, timed_out, out, err = run_program(argv, alloc, stdin_path, timeout)
     except OSError as e:
@@ -311,9 +394,13 @@ def run_workload(w, alloc, threads, scale, timeout, tmpdir):
             return RunResult(wall, rss, False, "malloc not from %s (LD_PRELOAD not effective?): %s"
                              % (alloc.lib or "libc", reported[0] if reported else "not reported"))
     try:
-        return RunResult(wall, rss, True, result=w.result(out, tmpdir))
+        result = w.result(out, tmpdir)
     except WrongResult as e:
         return RunResult(wall, rss, False, "wrong result: %s" % e)
+    resident, points = memory_report(out) if w.kind == "c" else (None, [])
+    if w.resident and resident is None:
+        return RunResult(wall, rss, False, "wrong result: no 'mean_resident_kib=' line in the output")
+    return RunResult(wall, rss, True, result=result, resident_kib=resident, points=points)
 
 
 # ---- progress --------------------------------------------------------------
@@ -374,6 +461,23 @@ class Cell:
         g = self.good()
         return statistics.median(r.rss_kib for r in g) if g else None
 
+    def median_resident(self):
+        """Median of the runs' mean resident memory (KiB), when they report it."""
+        vals = [r.resident_kib for r in self.good() if r.resident_kib is not None]
+        return statistics.median(vals) if vals else None
+
+    def median_points(self):
+        """[(point, median Rss KiB, median LazyFree KiB)] in the program's order."""
+        order, vals = [], {}
+        for r in self.good():
+            for p, rss, lazy in r.points:
+                if p not in vals:
+                    order.append(p)
+                    vals[p] = []
+                vals[p].append((rss, lazy))
+        return [(p, statistics.median(v[0] for v in vals[p]), statistics.median(v[1] for v in vals[p]))
+                for p in order]
+
 
 def first_difference(got, want):
     got_lines, want_lines = got.splitlines(), want.splitlines()
@@ -399,7 +503,7 @@ def run_suite(args, workloads, allocs, thread_list, outdir):
     for w in workloads:
         for t in (thread_list if w.threaded else [1]):
             groups.append((w, t))
-    total = sum(len(allocs) * args.runs for _ in groups)
+    total = sum(len([a for a in allocs if a.runs(w)]) * args.runs for w, _ in groups)
     progress = Progress(total)
     glibc = next((a for a in allocs if a.name == "glibc"), None)
     table = {}
@@ -408,20 +512,23 @@ def run_suite(args, workloads, allocs, thread_list, outdir):
         for w, t in groups:
             scale = (w.quick_scale if args.quick else 1.0) * args.scale
             w.prepare(scale)
-            cells = {a.name: Cell() for a in allocs}
+            here = [a for a in allocs if a.runs(w)]
+            cells = {a.name: Cell() for a in here}
             reference = None
             if glibc is None:  # the reference output still comes from glibc
                 progress.note("%s: reference run under glibc" % w.name)
-                ref = run_workload(w, Allocator("glibc", None), t, scale, args.timeout, tmpdir)
+                ref = run_workload(w, Allocator("glibc", None), t, scale, args.timeout, tmpdir, args.quick)
                 reference = ref.result if ref.ok else None
             for run in range(args.runs):
-                for a in allocs:
+                for a in here:
                     label = "%s t=%d %s run %d/%d" % (w.name, t, a.name, run + 1, args.runs)
                     progress.begin(label)
-                    r = run_workload(w, a, t, scale, args.timeout, tmpdir)
+                    r = run_workload(w, a, t, scale, args.timeout, tmpdir, args.quick)
                     cells[a.name].runs.append(r)
-                    progress.end(label, ("%.3fs %dMiB" % (r.time_s, r.rss_kib // 1024)) if r.ok
-                                 else "FAIL " + r.why)
+                    progress.end(label, ("%.3fs %dMiB%s" % (r.time_s, r.rss_kib // 1024,
+                                                             "" if r.resident_kib is None else
+                                                             " resident %dMiB" % (r.resident_kib // 1024)))
+                                 if r.ok else "FAIL " + r.why)
             if glibc is not None:
                 glibc_results = {r.result for r in cells["glibc"].good()}
                 if len(glibc_results) > 1:
@@ -429,9 +536,9 @@ def run_suite(args, workloads, allocs, thread_list, outdir):
                         r.ok, r.why = False, "results differ between glibc runs (workload not deterministic)"
                 elif glibc_results:
                     reference = glibc_results.pop()
-            check_results(cells, allocs, reference)
+            check_results(cells, here, reference)
             table[(w.name, t)] = cells
-            progress.note(summary_line(w.name, t, allocs, cells))
+            progress.note(summary_line(w.name, t, here, cells))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         progress.close()
@@ -465,9 +572,13 @@ def geomean(values):
 
 
 def cell_text(cell, value, carve_value, unit_fmt, is_carve):
+    if cell is None:
+        return "-"  # this allocator does not run this workload
     fails = cell.failures()
     if fails:
         return "FAIL %d/%d" % (len(fails), len(cell.runs))
+    if value is None:
+        return "-"
     text = unit_fmt % value
     if not is_carve:
         r = ratio(value, carve_value)
@@ -475,47 +586,110 @@ def cell_text(cell, value, carve_value, unit_fmt, is_carve):
     return text
 
 
+def mib(kib):
+    return None if kib is None else kib / 1024.0
+
+
 def render_table(groups, table, allocs, args, header_lines):
     lines = list(header_lines)
     width = max(16, max(len(w.name) for w, _ in groups) + 1)
     colw = [max(14, len(a.name) + 2) for a in allocs]
 
-    def section(title, metric, unit_fmt, explain):
+    def widths(rows):
+        """Column widths: at least colw, and one space more than the widest cell."""
+        return [max([colw[i]] + [len(r[i]) + 1 for r in rows]) for i in range(len(allocs))]
+
+    def section(title, metric, unit_fmt, explain, rows):
         lines.append("")
         lines.append(title)
-        lines.append(explain)
-        head = "%-*s %7s " % (width, "workload", "threads")
-        head += "".join("%*s" % (colw[i], a.name) for i, a in enumerate(allocs))
-        lines.append(head)
-        lines.append("-" * len(head))
+        lines.extend(explain)
         ratios = {a.name: [] for a in allocs}
-        for w, t in groups:
+        texts = []
+        for w, t in rows:
             cells = table[(w.name, t)]
             carve_cell = cells["carve"]
             carve_value = metric(carve_cell) if not carve_cell.failures() else None
-            row = "%-*s %7d " % (width, w.name, t)
-            for i, a in enumerate(allocs):
-                c = cells[a.name]
-                row += "%*s" % (colw[i], cell_text(c, metric(c), carve_value, unit_fmt, a.name == "carve"))
-                if not c.failures():
-                    ratios[a.name].append(ratio(metric(c), carve_value))
-            lines.append(row)
-        lines.append("-" * len(head))
-        row = "%-*s %7s " % (width, "geometric mean", "")
-        for i, a in enumerate(allocs):
+            row = []
+            for a in allocs:
+                c = cells.get(a.name)
+                value = metric(c) if c is not None and not c.failures() else None
+                row.append(cell_text(c, value, carve_value, unit_fmt, a.name == "carve"))
+                if value is not None:
+                    ratios[a.name].append(ratio(value, carve_value))
+            texts.append(row)
+        means = []
+        for a in allocs:
             g = geomean(ratios[a.name]) if a.name != "carve" else None
-            row += "%*s" % (colw[i], ("(%.2f)" % g) if g is not None else "")
-        lines.append(row)
+            means.append(("(%.2f)" % g) if g is not None else "")
+        cw = widths(texts + [means])
+        head = "%-*s %7s " % (width, "workload", "threads")
+        head += "".join("%*s" % (cw[i], a.name) for i, a in enumerate(allocs))
+        lines.append(head)
+        lines.append("-" * len(head))
+        for (w, t), row in zip(rows, texts):
+            lines.append("%-*s %7d " % (width, w.name, t) + "".join("%*s" % (cw[i], x) for i, x in enumerate(row)))
+        lines.append("-" * len(head))
+        lines.append("%-*s %7s " % (width, "geometric mean", "") +
+                     "".join("%*s" % (cw[i], x) for i, x in enumerate(means)))
 
     section("Wall time: median of %d runs, seconds" % args.runs,
             lambda c: c.median_time(), "%.3f",
-            "(ratio) = other / carve: > 1 means carve is faster, < 1 means carve is slower")
+            ["(ratio) = other / carve: > 1 means carve is faster, < 1 means carve is slower"], groups)
     section("Peak RSS: median of %d runs, MiB" % args.runs,
-            lambda c: None if c.median_rss() is None else c.median_rss() / 1024.0, "%.1f",
-            "(ratio) = other / carve: > 1 means carve uses less memory, < 1 means more")
+            lambda c: mib(c.median_rss()), "%.1f",
+            ["(ratio) = other / carve: > 1 means carve uses less memory, < 1 means more"], groups)
+    resident_rows = [(w, t) for w, t in groups
+                     if any(c.median_resident() is not None for c in table[(w.name, t)].values())]
+    if resident_rows:
+        section("Mean resident memory (RSS minus LazyFree): median of %d runs, MiB" % args.runs,
+                lambda c: mib(c.median_resident()), "%.1f",
+                ["phases: time average over the run, sampled every 50 ms (less often when a read of",
+                 "smaps_rollup is slow); purge: after the 300 ms wait and one more 1 MiB malloc/free,",
+                 "mean of its two parts. LazyFree (MADV_FREE'd, not yet taken by the kernel) is left",
+                 "out: the kernel takes it back, without writing it anywhere, whenever it needs memory.",
+                 "(ratio) = other / carve: > 1 means carve holds less memory, < 1 means more"],
+                resident_rows)
+
+    for w, t in groups:
+        cells = table[(w.name, t)]
+        per_alloc = {a.name: cells[a.name].median_points() for a in allocs if a.name in cells}
+        order = []
+        for pts in per_alloc.values():
+            for p, _, _ in pts:
+                if p not in order:
+                    order.append(p)
+        if not order:
+            continue
+        lines.append("")
+        lines.append("%s%s: Rss / LazyFree at each point, MiB (median of %d runs)"
+                     % (w.name, " t=%d" % t if w.threaded else "", args.runs))
+        lines.append("Rss - LazyFree is what the process really holds (see the README)")
+        pw = max(14, max(len(p) for p in order) + 1)
+        texts = []
+        for p in order:
+            row = []
+            for i, a in enumerate(allocs):
+                c = cells.get(a.name)
+                got = [(r, z) for q, r, z in per_alloc.get(a.name, []) if q == p]
+                if c is None:
+                    text = "-"
+                elif c.failures():
+                    text = "FAIL %d/%d" % (len(c.failures()), len(c.runs))
+                elif not got:
+                    text = "-"
+                else:
+                    text = "%.0f / %.0f" % (got[0][0] / 1024.0, got[0][1] / 1024.0)
+                row.append(text)
+            texts.append(row)
+        cw = widths(texts)
+        head = "%-*s" % (pw, "point") + "".join("%*s" % (cw[i], a.name) for i, a in enumerate(allocs))
+        lines.append(head)
+        lines.append("-" * len(head))
+        for p, row in zip(order, texts):
+            lines.append("%-*s" % (pw, p) + "".join("%*s" % (cw[i], x) for i, x in enumerate(row)))
 
     failed = [(w, t, a, c) for w, t in groups for a in allocs
-              for c in [table[(w.name, t)][a.name]] if c.failures()]
+              for c in [table[(w.name, t)].get(a.name)] if c is not None and c.failures()]
     if failed:
         lines.append("")
         lines.append("Failures (FAIL k/n: k of the n runs crashed, timed out or gave a wrong result):")
@@ -526,35 +700,65 @@ def render_table(groups, table, allocs, args, header_lines):
 
 
 def write_csv(path, groups, table, allocs):
+    """results.csv: one row per workload, thread count and allocator that
+    ran it; median_mean_resident_kib only for the workloads that report it."""
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["workload", "allocator", "threads", "median_time_s", "median_peak_rss_kib",
-                      "runs", "failures"])
+                      "runs", "failures", "median_mean_resident_kib"])
         for w, t in groups:
             for a in allocs:
-                c = table[(w.name, t)][a.name]
-                mt, mr = c.median_time(), c.median_rss()
+                c = table[(w.name, t)].get(a.name)
+                if c is None:
+                    continue
+                mt, mr, mres = c.median_time(), c.median_rss(), c.median_resident()
                 out.writerow([w.name, a.name, t, "" if mt is None else "%.4f" % mt,
-                              "" if mr is None else "%d" % mr, len(c.runs), len(c.failures())])
+                              "" if mr is None else "%d" % mr, len(c.runs), len(c.failures()),
+                              "" if mres is None else "%d" % mres])
 
 
 def write_runs_csv(path, groups, table, allocs):
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["workload", "allocator", "threads", "run", "time_s", "peak_rss_kib", "ok", "why"])
+        out.writerow(["workload", "allocator", "threads", "run", "time_s", "peak_rss_kib", "ok", "why",
+                      "mean_resident_kib"])
         for w, t in groups:
             for a in allocs:
-                for i, r in enumerate(table[(w.name, t)][a.name].runs):
+                c = table[(w.name, t)].get(a.name)
+                for i, r in enumerate(c.runs if c is not None else []):
                     out.writerow([w.name, a.name, t, i + 1,
                                   "" if r.time_s is None else "%.4f" % r.time_s,
-                                  "" if r.rss_kib is None else r.rss_kib, int(r.ok), r.why])
+                                  "" if r.rss_kib is None else r.rss_kib, int(r.ok), r.why,
+                                  "" if r.resident_kib is None else r.resident_kib])
 
 
-COLORS = {"glibc": "#4477aa", "jemalloc": "#ee6677", "mimalloc": "#228833", "tcmalloc": "#ccbb44"}
+def write_points_csv(path, groups, table, allocs):
+    """points.csv: every run's "mem POINT" lines (purge), when there are any.
+    Returns whether it wrote the file."""
+    rows = []
+    for w, t in groups:
+        for a in allocs:
+            c = table[(w.name, t)].get(a.name)
+            for i, r in enumerate(c.runs if c is not None else []):
+                for p, rss, lazy in r.points:
+                    rows.append([w.name, a.name, t, i + 1, p, rss, lazy, rss - lazy])
+    if not rows:
+        return False
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["workload", "allocator", "threads", "run", "point", "rss_kib", "lazyfree_kib",
+                      "resident_kib"])
+        out.writerows(rows)
+    return True
+
+
+COLORS = {"glibc": "#4477aa", "jemalloc": "#ee6677", "mimalloc": "#228833", "tcmalloc": "#ccbb44",
+          "carve-dontneed": "#777777", "carve-bg": "#bbbbbb"}
 
 
 def write_chart(outdir, groups, table, allocs):
-    """chart.png: two panels (time ratio, RSS ratio), one group of bars per
+    """chart.png: two panels (time ratio, RSS ratio), and a third (mean
+    resident ratio) when a workload reports it; one group of bars per
     workload, one bar per allocator, relative to carve (the line at 1)."""
     gnuplot = shutil.which("gnuplot")
     if gnuplot is None:
@@ -562,6 +766,11 @@ def write_chart(outdir, groups, table, allocs):
     others = [a for a in allocs if a.name != "carve"]
     if not others:
         return "no allocator besides carve: no chart"
+    metrics = [lambda c: c.median_time(), lambda c: c.median_rss()]
+    has_resident = any(c.median_resident() is not None for w, t in groups for c in table[(w.name, t)].values())
+    if has_resident:
+        metrics.append(lambda c: c.median_resident())
+    nm = len(metrics)
     labels, rows, fails = [], [], []
     for x, (w, t) in enumerate(groups):
         cells = table[(w.name, t)]
@@ -571,39 +780,42 @@ def write_chart(outdir, groups, table, allocs):
         if carve.failures():
             fails.append((x, None, "carve FAIL"))
         for j, a in enumerate(others):
-            c = cells[a.name]
-            if carve.failures() or c.failures():
-                row += ["NaN", "NaN"]
-                if not carve.failures():
+            c = cells.get(a.name)
+            if c is None or carve.failures() or c.failures():
+                row += ["NaN"] * nm
+                if c is not None and c.failures() and not carve.failures():
                     fails.append((x, j, "FAIL"))
             else:
-                row += ["%.5f" % ratio(c.median_time(), carve.median_time()),
-                        "%.5f" % ratio(c.median_rss(), carve.median_rss())]
+                for m in metrics:
+                    r = ratio(m(c), m(carve))
+                    row.append("NaN" if r is None else "%.5f" % r)
         rows.append(row)
     # the geometric means, as a last group
     x = len(groups)
     labels.append("geometric mean")
     row = [str(x)]
     for a in others:
-        tr, rr = [], []
-        for w, t in groups:
-            cells = table[(w.name, t)]
-            if not cells["carve"].failures() and not cells[a.name].failures():
-                tr.append(ratio(cells[a.name].median_time(), cells["carve"].median_time()))
-                rr.append(ratio(cells[a.name].median_rss(), cells["carve"].median_rss()))
-        gt, gr = geomean(tr), geomean(rr)
-        row += ["NaN" if gt is None else "%.5f" % gt, "NaN" if gr is None else "%.5f" % gr]
+        for m in metrics:
+            rs = []
+            for w, t in groups:
+                cells = table[(w.name, t)]
+                c = cells.get(a.name)
+                if c is not None and not cells["carve"].failures() and not c.failures():
+                    rs.append(ratio(m(c), m(cells["carve"])))
+            g = geomean(rs)
+            row.append("NaN" if g is None else "%.5f" % g)
     rows.append(row)
 
     dat = os.path.join(outdir, "chart.dat")
+    names = ["time", "rss", "resident"][:nm]
     with open(dat, "w") as fh:
-        fh.write("# x " + " ".join("%s_time %s_rss" % (a.name, a.name) for a in others) + "\n")
+        fh.write("# x " + " ".join("%s_%s" % (a.name, k) for a in others for k in names) + "\n")
         for row in rows:
             fh.write(" ".join(row) + "\n")
     n = len(others)
     width = 0.8 / n
     xtics = ", ".join('"%s" %d' % (lab.replace('"', "'"), i) for i, lab in enumerate(labels))
-    gp = ["set terminal pngcairo size 1500,1000 font 'sans,10'",
+    gp = ["set terminal pngcairo size 1500,%d font 'sans,10'" % (1000 if nm == 2 else 1400),
           "set output '%s'" % os.path.join(outdir, "chart.png"),
           "set datafile missing 'NaN'",
           "set termoption noenhanced",
@@ -616,27 +828,31 @@ def write_chart(outdir, groups, table, allocs):
           "set xtics (%s) rotate by -30" % xtics,
           "set xrange [-0.6:%f]" % (len(labels) - 0.4),
           "set bmargin 6",
-          "set multiplot layout 2,1 title 'carve against other allocators: ratio other / carve (log scale; the line at 1 is carve)'"]
+          "set multiplot layout %d,1 title 'carve against other allocators: ratio other / carve "
+          "(log scale; the line at 1 is carve)'" % nm]
     for x_, j, text in fails:
         pos = x_ if j is None else x_ + (j - (n - 1) / 2.0) * width
         gp.append("set label '%s' at %f, first 1 center rotate by 90 front textcolor rgb 'red' font ',8'"
                   % (text, pos))
 
-    def plot(col_of, title, ylabel):
+    def plot(k, title, ylabel):
         gp.append("set title '%s'" % title)
         gp.append("set ylabel '%s'" % ylabel)
         parts = []
         for j, a in enumerate(others):
             off = (j - (n - 1) / 2.0) * width
-            col = col_of(j)
+            col = 2 + nm * j + k
             color = " lc rgb '%s'" % COLORS[a.name] if a.name in COLORS else ""
             parts.append("'%s' using ($1+%f):(1):($1+%f):($1+%f):(1):(column(%d)) with boxxyerror title '%s'%s"
                          % (dat, off, off - width / 2, off + width / 2, col, a.name, color))
         parts.append("1 with lines lw 2 lc rgb 'black' title 'carve'")
         gp.append("plot " + ", \\\n     ".join(parts))
 
-    plot(lambda j: 2 + 2 * j, "wall time, other / carve  (> 1: carve is faster)", "time ratio")
-    plot(lambda j: 3 + 2 * j, "peak RSS, other / carve  (> 1: carve uses less memory)", "RSS ratio")
+    plot(0, "wall time, other / carve  (> 1: carve is faster)", "time ratio")
+    plot(1, "peak RSS, other / carve  (> 1: carve uses less memory)", "RSS ratio")
+    if has_resident:
+        plot(2, "mean resident memory (RSS - LazyFree), other / carve  (> 1: carve holds less; "
+             "phases and purge only)", "resident ratio")
     gp.append("unset multiplot")
     script = os.path.join(outdir, "chart.gp")
     with open(script, "w") as fh:
@@ -684,8 +900,10 @@ def machine_lines(allocs, thread_list, args):
              "runs: %d per cell, interleaved; threads: %s; scale: %s%s"
              % (args.runs, ",".join(map(str, thread_list)), fmt_scale(args.scale),
                 " (--quick: small scales)" if args.quick else "")]
+    namew = max([9] + [len(a.name) for a in allocs])
     for a in allocs:
-        lines.append("  %-9s %s%s" % (a.name, a.lib or "(no LD_PRELOAD)", "  [%s]" % a.note if a.note else ""))
+        lines.append("  %-*s %s%s" % (namew, a.name, a.lib or "(no LD_PRELOAD)",
+                                      "  [%s]" % a.note if a.note else ""))
     return lines
 
 
@@ -802,7 +1020,8 @@ def main():
     p.add_argument("--quick", action="store_true", help="small scales and 2 runs: a smoke test")
     p.add_argument("--only", help="comma-separated workloads to run")
     p.add_argument("--allocators", help="comma-separated allocators to compare carve with "
-                   "(glibc,jemalloc,mimalloc,tcmalloc; carve always runs)")
+                   "(glibc,jemalloc,mimalloc,tcmalloc; carve-dontneed, carve-bg, or carve:KEY=VALUE[+KEY=VALUE] "
+                   "for carve with CARVE_OPTIONS; carve always runs)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size (default 1)")
     p.add_argument("--timeout", type=int, help="seconds before a run counts as a FAIL (default 300; --quick: 60)")
     p.add_argument("--callgrind", action="store_true",
@@ -828,6 +1047,7 @@ def main():
         sys.exit("bench: --threads takes numbers, e.g. 4 or 1,2,4")
     if not thread_list or min(thread_list) < 1:
         sys.exit("bench: --threads takes positive numbers")
+    thread_list = list(dict.fromkeys(thread_list))  # once each, in the order given
     names = [w.name for w in WORKLOADS]
     workloads = WORKLOADS
     if args.only:
@@ -835,10 +1055,12 @@ def main():
         workloads = [w for w in WORKLOADS if w.name in only]
     wanted = None
     if args.allocators:
-        wanted = parse_list(args.allocators, ["carve", "glibc"] + [n for n, _, _ in PEERS], "allocator")
+        items = [x.strip() for x in args.allocators.split(",") if x.strip()]
+        wanted = parse_list(",".join(x for x in items if carve_option_spec(x) is None), ALLOCATOR_NAMES,
+                            "allocator") + [x for x in items if carve_option_spec(x) is not None]
 
     compile_workloads()
-    allocs = find_allocators(wanted)
+    allocs = find_allocators(wanted, [] if args.callgrind else workloads)
     for tool in ["gcc"] * any(w.kind == "gcc" for w in workloads) + ["sqlite3"] * any(
             w.kind == "sqlite" for w in workloads):
         if shutil.which(tool) is None:
@@ -868,14 +1090,17 @@ def main():
         fh.write(text)
     write_csv(os.path.join(outdir, "results.csv"), groups, table, allocs)
     write_runs_csv(os.path.join(outdir, "runs.csv"), groups, table, allocs)
+    points = write_points_csv(os.path.join(outdir, "points.csv"), groups, table, allocs)
     chart_problem = write_chart(outdir, groups, table, allocs)
     point_latest(outdir)
     sys.stdout.write("\n" + text)
     rel = os.path.relpath(outdir, os.getcwd())
-    print("\nresults in %s: table.txt results.csv runs.csv%s" % (rel, "" if chart_problem else " chart.png"))
+    print("\nresults in %s: table.txt results.csv runs.csv%s%s" % (rel, " points.csv" if points else "",
+                                                               "" if chart_problem else " chart.png"))
     if chart_problem:
         print("bench: " + chart_problem, file=sys.stderr)
-    carve_failed = any(table[(w.name, t)]["carve"].failures() for w, t in groups)
+    carve_failed = any(c.failures() for w, t in groups for a in allocs if a.is_carve()
+                       for c in [table[(w.name, t)].get(a.name)] if c is not None)
     if carve_failed:
         print("bench: carve FAILED at least one workload (see Failures above)", file=sys.stderr)
     return 1 if carve_failed else 0

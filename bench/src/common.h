@@ -16,6 +16,9 @@
  *  - report_malloc_provider(): prints on stderr the file that provides
  *    `malloc` in this process, so that the runner can check that LD_PRELOAD
  *    really took effect.
+ *  - mem_now(): Rss and LazyFree of the process (/proc/self/smaps_rollup,
+ *    read without malloc), for the workloads that measure how memory goes
+ *    back to the kernel (phases, purge).
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
@@ -25,12 +28,14 @@
 #endif
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UNUSED __attribute__((unused))
@@ -181,6 +186,87 @@ static UNUSED long rss_kib(void)
         pages_res = -1;
     fclose(f);
     return pages_res < 0 ? -1 : pages_res * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Reads a whole small /proc file into buf (NUL-terminated) with open/read:
+ * no stdio buffer and no malloc, so that a sampler thread can call it
+ * without touching the allocator it measures. Returns the length or -1. */
+static UNUSED long read_proc_file(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t len = 0;
+    ssize_t n;
+    if (fd < 0)
+        return -1;
+    while (len + 1 < size && (n = read(fd, buf + len, size - 1 - len)) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            return -1;
+        }
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    return (long)len;
+}
+
+/* The value of the line "Key:   N kB" of a /proc file, or -1. */
+static UNUSED long proc_field_kib(const char *text, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *p = text;
+    while (p != NULL && *p != '\0') {
+        if (strncmp(p, key, klen) == 0 && p[klen] == ':')
+            return strtol(p + klen + 1, NULL, 10);
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    return -1;
+}
+
+/* Memory of this process as the kernel counts it: Rss, and the part of it
+ * that is LazyFree (pages given back with MADV_FREE that the kernel has not
+ * taken yet: still in RSS, but reclaimable at once). Rss - LazyFree is what
+ * the process really holds. From /proc/self/smaps_rollup (Linux 4.14+);
+ * without it, Rss from /proc/self/statm and LazyFree 0 (then `smaps` is 0).
+ * Costs a walk of the page tables: a few ms on a big heap, so do not call it
+ * more often than every 50 ms or so. */
+struct mem_now {
+    long rss_kib, lazyfree_kib;
+    int smaps;
+};
+
+static UNUSED struct mem_now mem_now(void)
+{
+    struct mem_now m = { -1, 0, 0 };
+    char buf[4096];
+    long pages_total, pages_res;
+    if (read_proc_file("/proc/self/smaps_rollup", buf, sizeof buf) > 0) {
+        m.rss_kib = proc_field_kib(buf, "Rss");
+        m.lazyfree_kib = proc_field_kib(buf, "LazyFree");
+        if (m.lazyfree_kib < 0)
+            m.lazyfree_kib = 0;
+        if (m.rss_kib >= 0) {
+            m.smaps = 1;
+            return m;
+        }
+    }
+    m.lazyfree_kib = 0;
+    if (read_proc_file("/proc/self/statm", buf, sizeof buf) > 0 &&
+        sscanf(buf, "%ld %ld", &pages_total, &pages_res) == 2)
+        m.rss_kib = pages_res * (sysconf(_SC_PAGESIZE) / 1024);
+    return m;
+}
+
+/* Sleeps ms milliseconds (restarting after signals). */
+static UNUSED void sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
 /* Prints on stderr which shared object provides malloc here. */
