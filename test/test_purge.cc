@@ -18,6 +18,8 @@
 
 #include <carve.h>
 
+#include "util.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -39,55 +41,13 @@
 
 namespace {
 
+using carve_test::checksum;
+using carve_test::fill_random;
+using carve_test::scaled;
+
 constexpr size_t kMiB = size_t(1) << 20;
 
 // ---- helpers ------------------------------------------------------------
-
-double test_scale() {
-    static const double scale = [] {
-        const char *s = getenv("CARVE_TEST_SCALE");
-        if (s == nullptr || *s == '\0')
-            return 1.0;
-        char *end = nullptr;
-        double v = strtod(s, &end);
-        return (end != s && v > 0.0) ? v : 1.0;
-    }();
-    return scale;
-}
-
-size_t scaled(size_t n, size_t lo = 1) {
-    size_t r = static_cast<size_t>(static_cast<double>(n) * test_scale());
-    return r < lo ? lo : r;
-}
-
-uint64_t checksum(const void *p, size_t n) {
-    const unsigned char *b = static_cast<const unsigned char *>(p);
-    uint64_t h = 0xcbf29ce484222325ull ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, b + i, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-        h ^= h >> 29;
-    }
-    for (; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
-void fill_random(void *p, size_t n, uint64_t seed) {
-    unsigned char *b = static_cast<unsigned char *>(p);
-    uint64_t x = seed * 0x9E3779B97F4A7C15ull | 1;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy(b + i, &x, 8);
-    }
-    for (; i < n; i++)
-        b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
-}
 
 struct Block {
     unsigned char *p;

@@ -5,6 +5,8 @@
 
 #include <carve.h>
 
+#include "util.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -25,35 +27,9 @@
 
 namespace {
 
-uint64_t checksum(const void *p, size_t n) {
-    const unsigned char *b = static_cast<const unsigned char *>(p);
-    uint64_t h = 0xcbf29ce484222325ull ^ n;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, b + i, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-        h ^= h >> 29;
-    }
-    for (; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
+using carve_test::checksum;
+using carve_test::fill_random;
 
-// Fills with bytes from a cheap generator seeded by seed.
-void fill_random(void *p, size_t n, uint64_t seed) {
-    unsigned char *b = static_cast<unsigned char *>(p);
-    uint64_t x = seed | 1;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy(b + i, &x, 8);
-    }
-    for (; i < n; i++)
-        b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
-}
 
 // Mostly small, some medium, a few large blocks.
 size_t thread_size(std::mt19937_64 &rng) {

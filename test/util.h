@@ -1,0 +1,65 @@
+// util.h: helpers shared by the test files: the CARVE_TEST_SCALE knob
+// (sanitizer runs scale heavy tests down), and a pattern fill with a
+// checksum to detect any byte a block lost.
+#ifndef CARVE_TEST_UTIL_H
+#define CARVE_TEST_UTIL_H
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace carve_test {
+
+// The factor heavy tests multiply their counts by (CARVE_TEST_SCALE, 1.0).
+inline double test_scale() {
+    static const double scale = [] {
+        const char *s = getenv("CARVE_TEST_SCALE");
+        if (s == nullptr || *s == '\0')
+            return 1.0;
+        char *end = nullptr;
+        double v = strtod(s, &end);
+        return (end != s && v > 0.0) ? v : 1.0;
+    }();
+    return scale;
+}
+
+// n scaled by CARVE_TEST_SCALE, never below lo.
+inline size_t scaled(size_t n, size_t lo = 1) {
+    double v = static_cast<double>(n) * test_scale();
+    size_t r = static_cast<size_t>(v);
+    return r < lo ? lo : r;
+}
+
+inline uint64_t checksum(const void *p, size_t n) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+inline void fill_random(void *p, size_t n, uint64_t seed) {
+    unsigned char *b = static_cast<unsigned char *>(p);
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull | 1;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy(b + i, &x, 8);
+    }
+    for (; i < n; i++)
+        b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
+}
+
+}  // namespace carve_test
+
+#endif  // CARVE_TEST_UTIL_H
