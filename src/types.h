@@ -23,6 +23,9 @@
 #include <pthread.h>
 
 /* ---- build switches (configure --enable-debug) ------------------------ */
+#ifdef HAVE_CONFIG_H
+#include "config.h" /* CARVE_DEBUG */
+#endif
 #ifdef CARVE_DEBUG
 static const bool config_debug = true;
 #else
