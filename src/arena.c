@@ -142,6 +142,14 @@ void cv_arena_page_free_locked(page_t *page) {
         chunk->slice_freed_ms[i] = now;
         chunk->slice_class[i] = page->class_idx;
     }
+    /* before the slices can go to a page without a guard (a failure would
+     * leave memory that faults: nothing can be done with it but say so) */
+    if (unlikely(page->guarded)) {
+        uint8_t *guard = page->start + ((size_t)n << SLICE_SHIFT) - CARVE_PAGE;
+        if (!cv_os_protect(guard, CARVE_PAGE, true))
+            cv_msg_fatal("mprotect failed", guard, "debug=guards page guard", "free");
+        page->guarded = false;
+    }
     chunk->slices_used &= ~run_mask(first, n);
     page->state = PAGE_FREE;
     page->free = page->local_free = NULL;

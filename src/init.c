@@ -9,6 +9,7 @@
  * is in place before those calls.
  */
 #include "internal.h"
+#include "debug.h"
 
 #include <sched.h>
 
@@ -19,6 +20,7 @@ static _Atomic uintptr_t init_thread;
 /* Every lock carve has is taken before fork, so the child finds none held
  * by a thread that does not exist there. */
 static void fork_prepare(void) {
+    cv_debug_fork_prepare();
     cv_arena_fork_prepare();
     cv_large_fork_prepare();
 }
@@ -26,12 +28,14 @@ static void fork_prepare(void) {
 static void fork_parent(void) {
     cv_large_fork_parent();
     cv_arena_fork_parent();
+    cv_debug_fork_parent();
 }
 
 static void fork_child(void) {
     cv_purge_fork_child();
     cv_large_fork_child();
     cv_arena_fork_child();
+    cv_debug_fork_child();
 }
 
 static CARVE_COLD bool init_slow(void) {

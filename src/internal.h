@@ -28,6 +28,8 @@ void cv_os_unmap(void *p, size_t size);
 void cv_os_hugepage(void *p, size_t size);
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size);
 bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
+bool cv_os_protect(void *p, size_t size, bool rw);
+bool cv_os_discard(void *p, size_t size);
 bool cv_os_purge(void *p, size_t size, bool dontneed);
 uint64_t cv_os_now_ms(void);
 void cv_os_sleep_ms(unsigned ms);
@@ -60,6 +62,19 @@ void cv_msg_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "carve: <what> of 0x<addr> (<detail>) in <func>", then abort(). */
 __attribute__((noreturn, cold)) void cv_msg_fatal(const char *what, const void *addr,
                                                   const char *detail, const char *func);
+
+/* A backtrace of the calling thread on stderr, without allocating (debug.c);
+ * cv_msg_fatal prints one after its line. */
+void cv_debug_backtrace(void);
+
+/* Internal invariants, checked only in --enable-debug builds (config_debug
+ * is a constant: a release build compiles the test away). debug.c. */
+__attribute__((noreturn, cold)) void cv_assert_fail(const char *expr, const char *file, int line);
+#define CV_ASSERT(x)                                \
+    do {                                            \
+        if (config_debug && unlikely(!(x)))         \
+            cv_assert_fail(#x, __FILE__, __LINE__); \
+    } while (0)
 
 /* ---- size_class.c ------------------------------------------------------ */
 extern const uint32_t cv_class_size[CLASS_COUNT];
@@ -157,13 +172,21 @@ CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
 /* The allocation fast path: pop the class's current page. The empty heap's
  * pages all have NULL free lists, so the first call of a thread (and of the
  * process) falls into the slow path, which sets everything up. */
-CARVE_INLINE void *cv_heap_alloc(heap_t *heap, size_t size, bool zero) {
+CARVE_INLINE void *cv_heap_alloc_with(heap_t *heap, size_t size, bool zero,
+                                      void *(*slow)(heap_t *, size_t, bool)) {
     if (likely(size <= SMALL_MAX)) {
         page_t *page = heap->direct[cv_size_class(size)];
         if (likely(page->free != NULL))
             return cv_page_pop(page, zero);
     }
-    return cv_heap_alloc_slow(heap, size, zero);
+    return slow(heap, size, zero);
+}
+
+/* The entry points (api.c) pass their own slow path, the door to debug
+ * mode (a thread in debug mode keeps the empty heap, so that its every
+ * allocation misses here); everything else uses the heap's. */
+CARVE_INLINE void *cv_heap_alloc(heap_t *heap, size_t size, bool zero) {
+    return cv_heap_alloc_with(heap, size, zero, cv_heap_alloc_slow);
 }
 
 /* ---- large.c ----------------------------------------------------------- */

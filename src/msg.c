@@ -146,5 +146,6 @@ void cv_msg_fatal(const char *what, const void *addr, const char *detail, const 
     size_t n = cv_msg_format(buf, sizeof buf, "carve: %s of %p (%s) in %s()\n", what, addr,
                              detail, func);
     cv_os_write_stderr(buf, n);
+    cv_debug_backtrace();
     abort();
 }

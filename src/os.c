@@ -58,6 +58,20 @@ void cv_os_unmap(void *p, size_t size) {
         munmap(p, size);
 }
 
+/* Debug mode's guard pages: PROT_NONE (rw false) or back to read-write.
+ * False when the kernel refuses (vm.max_map_count reached: each guard page
+ * splits a mapping in two). */
+bool cv_os_protect(void *p, size_t size, bool rw) {
+    return mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+}
+
+/* Replaces [p, p+size) by fresh PROT_NONE pages: the memory leaves RSS and
+ * any access faults, in one call (debug mode's freed blocks). */
+bool cv_os_discard(void *p, size_t size) {
+    return mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                -1, 0) != MAP_FAILED;
+}
+
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size) {
     return mremap(p, old_size, new_size, 0) != MAP_FAILED;
 }

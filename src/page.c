@@ -17,11 +17,24 @@
 void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
     page->class_idx = (uint8_t)class_idx;
     page->block_size = cv_class_size[class_idx];
-    page->reserved = (uint32_t)(((size_t)page->slice_count << SLICE_SHIFT) / page->block_size);
+    size_t span = (size_t)page->slice_count << SLICE_SHIFT;
+    page->guarded = false;
+    /* debug=guards: the span's last OS page becomes PROT_NONE, so that a run
+     * off the end of the page's last block faults before it reaches the
+     * next page (canaries see overflows between blocks of one page). Every
+     * class keeps at least 3 blocks; when the kernel refuses (each guard
+     * splits the reservation's mapping, vm.max_map_count), no guard. */
+    if (unlikely(heap->debug) && (cv_options.debug & DEBUG_GUARDS) &&
+        cv_os_protect(page->start + span - CARVE_PAGE, CARVE_PAGE, false)) {
+        page->guarded = true;
+        span -= CARVE_PAGE;
+    }
+    page->reserved = (uint32_t)(span / page->block_size);
     page->capacity = 0;
     page->used = 0;
     page->free = page->local_free = NULL;
     page->free_is_zero = false;
+    page->debug = heap->debug;
     page->next = page->prev = NULL;
     atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
     atomic_store_explicit(&page->heap, heap, memory_order_release);
@@ -32,6 +45,7 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
  * and at least 4 blocks, mimalloc's figure, so that a page's memory is
  * touched a kernel page at a time as it is needed. */
 void cv_page_extend(page_t *page) {
+    CV_ASSERT(page->free == NULL && page->capacity <= page->reserved);
     size_t bs = page->block_size;
     uint32_t left = page->reserved - page->capacity;
     uint32_t n = bs >= 1024 ? 4 : (uint32_t)(4096 / bs);
@@ -44,6 +58,12 @@ void cv_page_extend(page_t *page) {
     for (uint32_t i = 1; i < n; i++, b += bs)
         ((block_t *)b)->next = (block_t *)(b + bs);
     ((block_t *)b)->next = NULL;
+    /* debug.c keeps a trailer in each block's last word: no stale one from
+     * an earlier use of this memory may read as "freed" (and have the
+     * block's old contents taken for a broken poison). */
+    if (unlikely(page->debug) && !page->memory_is_zero)
+        for (uint32_t i = 1; i <= n; i++)
+            ((uint64_t *)(void *)(first + (size_t)i * bs))[-1] = 0;
     page->free = (block_t *)first;
     page->free_is_zero = page->memory_is_zero;
     page->capacity += n;
@@ -65,6 +85,7 @@ void cv_page_collect(page_t *page) {
             for (tail = list; tail->next != NULL; tail = tail->next)
                 count++;
         }
+        CV_ASSERT((page->used & ~PAGE_IN_FULL) >= count); /* remote frees of blocks handed out */
         page->used -= count;
         if (page->free == NULL) {
             page->free = list;

@@ -65,6 +65,9 @@ enum map_kind {
     MAP_LARGE = 2,      /* a large block; header at the slot base */
     MAP_LARGE_PREV = 3, /* a large block aligned to >= CHUNK_SIZE: its
                            header is at the slot base one chunk lower */
+    MAP_DEBUG = 4,      /* debug mode: a block in its own mapping, right
+                           against a guard page; header at the slot base
+                           (debug.c) */
 };
 
 /* ---- size classes ------------------------------------------------------- */
@@ -111,6 +114,8 @@ typedef struct page {
     uint8_t state;       /* enum page_state, changed under the arena lock */
     bool free_is_zero;   /* every block on free is zero past its next word */
     bool memory_is_zero; /* never-touched memory beyond capacity reads zero */
+    bool debug;          /* blocks carry debug.c's canary and trailer */
+    bool guarded;        /* debug=guards: the span's last OS page is PROT_NONE */
     uint8_t *start;
     struct page *next, *prev; /* heap queue, full list or abandoned list */
 
@@ -180,6 +185,7 @@ typedef struct heap {
     page_queue_t full;               /* pages with no free block left */
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     struct heap *next_free;          /* heap pool */
+    bool debug;                      /* debug.c's: its pages are debug pages */
 } heap_t;
 
 #endif /* CARVE_TYPES_H */

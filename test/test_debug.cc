@@ -1,0 +1,683 @@
+// test_debug.cc: debug mode (CARVE_OPTIONS=debug=..., ./configure
+// --enable-debug) and the cheap checks of release builds. One death test per
+// detection, with the exact line carve must print.
+//
+// Debug mode is read once, when carve starts, and applies to the whole
+// process, so each test switches it on inside a death-test child: the
+// "threadsafe" style re-executes the test binary for the child, which then
+// starts carve afresh; enable() sets CARVE_OPTIONS and calls carve's test
+// hook cv_debug_reinit(), which reads the options again (and drops the
+// calling thread's heap, should carve have started already). The parent,
+// which runs every other suite, never enters debug mode.
+
+#include <carve.h>
+
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <unistd.h>
+
+#include "util.h"
+
+// carve's test hook (src/debug.c): hidden, reachable in the static link.
+extern "C" void cv_debug_reinit(void);
+
+namespace {
+
+// Sizes and offsets through a volatile, so that the compiler neither sees
+// the bug (and warns, or drops the access) nor folds the call.
+size_t opaque(size_t n) {
+    volatile size_t v = n;
+    return v;
+}
+
+void *opaque_ptr(void *p) {
+    void *volatile v = p;
+    return v;
+}
+
+void poke(void *p, size_t offset, char value) {
+    static_cast<volatile char *>(opaque_ptr(p))[opaque(offset)] = value;
+}
+
+// The checks of --enable-debug builds (all but page).
+const char kDefault[] = "debug=guards+canary+junk+quarantine+free";
+
+void enable(const char *options) {
+    setenv("CARVE_OPTIONS", options, 1);
+    cv_debug_reinit();
+}
+
+// Sanitizer runtimes catch SIGSEGV themselves and exit with a code of their
+// own; the guard-page tests want the plain signal. Children inherit this.
+void let_segv_through() {
+    for (const char *var : {"ASAN_OPTIONS", "TSAN_OPTIONS", "UBSAN_OPTIONS"}) {
+        const char *old = getenv(var);
+        std::string v = old && *old ? std::string(old) + ":handle_segv=0" : "handle_segv=0";
+        setenv(var, v.c_str(), 1);
+    }
+}
+
+// Inside a child (no gtest assertion works there): report and exit 1.
+#define CHILD_CHECK(cond)                                                          \
+    do {                                                                           \
+        if (!(cond)) {                                                             \
+            fprintf(stderr, "check failed: %s (line %d)\n", #cond, __LINE__);      \
+            _exit(1);                                                              \
+        }                                                                          \
+    } while (0)
+
+class CarveDebug : public ::testing::Test {
+  protected:
+    void SetUp() override {
+#ifdef GTEST_FLAG_SET
+        GTEST_FLAG_SET(death_test_style, "threadsafe");
+#else
+        ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+#endif
+    }
+};
+
+const char kAddr[] = "0x[0-9a-f]+";
+
+std::string line(const std::string &what, const std::string &detail, const std::string &func) {
+    return "carve: " + what + " of " + kAddr + " \\(" + detail + "\\) in " + func + "\\(\\)";
+}
+
+// ---- guard pages ----------------------------------------------------------
+
+TEST_F(CarveDebug, OneByteOverflowOfLargeBlockFaultsOnGuardPage) {
+    let_segv_through();
+    for (size_t size : {size_t{1} << 20, size_t{300000}, size_t{4} << 20}) {
+        EXPECT_EXIT(
+            {
+                enable("debug=guards");
+                void *p = carve_malloc(opaque(size));
+                poke(p, size, 1);
+            },
+            ::testing::KilledBySignal(SIGSEGV), "")
+            << "size " << size;
+    }
+}
+
+TEST_F(CarveDebug, LargeBlockReadPastEndFaults) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(512 << 10)));
+            volatile char c = static_cast<volatile char *>(opaque_ptr(p))[opaque(512 << 10)];
+            (void)c;
+        },
+        ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+TEST_F(CarveDebug, PageModePutsEverySmallBlockAgainstAGuardPage) {
+    let_segv_through();
+    for (size_t size : {size_t{8}, size_t{32}, size_t{4096}, size_t{100000}}) {
+        EXPECT_EXIT(
+            {
+                enable("debug=page");
+                void *p = carve_malloc(opaque(size));
+                poke(p, size, 1);
+            },
+            ::testing::KilledBySignal(SIGSEGV), "")
+            << "size " << size;
+    }
+}
+
+TEST_F(CarveDebug, PageModeFreedBlockFaultsOnUse) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            enable("debug=all");
+            void *p = carve_malloc(opaque(64));
+            carve_free(p);
+            poke(p, 0, 1);
+        },
+        ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// debug=guards ends each page of small blocks with a PROT_NONE page. 1024-byte
+// blocks fill a 64 KiB page exactly, so with the guard 60 fit and the last
+// one ends against it: running 1 byte past that block's class size (over its
+// canary and trailer, which debug=guards alone does not check) faults at once.
+TEST_F(CarveDebug, OverflowPastLastBlockOfSmallPageFaultsOnGuardPage) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            enable("debug=guards");
+            const size_t size = 1024 - 16; // class 1024 with debug's 16 bytes
+            std::vector<char *> blocks;
+            char *last = nullptr;
+            for (int i = 0; i < 60; i++) {
+                char *p = static_cast<char *>(carve_malloc(opaque(size)));
+                CHILD_CHECK(p != nullptr);
+                blocks.push_back(p);
+                if (last == nullptr || p > last)
+                    last = p;
+            }
+            // the last block ends on a kernel page boundary: the guard's
+            CHILD_CHECK((reinterpret_cast<uintptr_t>(last) + 1024) % 4096 == 0);
+            poke(last, 1023, 1); // its own last byte (trailer): fine
+            poke(last, 1024, 1);
+            _exit(0);
+        },
+        ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// Without guards the same page holds 64 blocks, and the guard goes back to
+// read-write when the page is retired, so its memory serves again.
+TEST_F(CarveDebug, SmallPageGuardIsLiftedWhenThePageIsFreed) {
+    EXPECT_EXIT(
+        {
+            enable("debug=guards");
+            std::vector<void *> blocks;
+            for (int round = 0; round < 3; round++) {
+                for (int i = 0; i < 600; i++)
+                    blocks.push_back(carve_malloc(opaque(1000)));
+                for (void *p : blocks)
+                    carve_free(p);
+                blocks.clear();
+                carve_malloc_trim(0);
+            }
+            enable("debug=none");
+            // release blocks now use the same slices, guard page included
+            for (int i = 0; i < 2000; i++) {
+                char *p = static_cast<char *>(carve_malloc(opaque(1024)));
+                CHILD_CHECK(p != nullptr);
+                memset(p, 1, 1024);
+                blocks.push_back(p);
+            }
+            for (void *p : blocks)
+                carve_free(p);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
+// A size that is not a multiple of the alignment leaves a few bytes before
+// the guard page: canary, checked on free.
+TEST_F(CarveDebug, OverflowIntoGapBeforeGuardPageBreaksCanary) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(300001));
+            poke(p, 300001, 1);
+            carve_free(p);
+        },
+        line("heap overflow \\(canary broken\\)", "requested 300001 bytes, own mapping", "free"));
+}
+
+// ---- canaries -------------------------------------------------------------
+
+TEST_F(CarveDebug, OneByteOverflowOfSmallBlockBreaksCanary) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            poke(p, 40, 0);
+            carve_free(p);
+        },
+        line("heap overflow \\(canary broken\\)", "requested 40 bytes, class [0-9]+ bytes",
+             "free"));
+}
+
+TEST_F(CarveDebug, CanaryIsCheckedOnRealloc) {
+    EXPECT_DEATH(
+        {
+            enable("debug=canary");
+            void *p = carve_malloc(opaque(100));
+            poke(p, 107, 'x');
+            p = carve_realloc(p, opaque(1000));
+        },
+        line("heap overflow \\(canary broken\\)", "requested 100 bytes, class [0-9]+ bytes",
+             "realloc"));
+}
+
+TEST_F(CarveDebug, CanaryFollowsAnInPlaceShrink) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(100));
+            void *q = carve_realloc(p, opaque(60));
+            if (q != p)
+                _exit(3);  // shrinking to more than half stays in place
+            poke(q, 60, 0);
+            carve_free(q);
+        },
+        line("heap overflow \\(canary broken\\)", "requested 60 bytes, class [0-9]+ bytes",
+             "free"));
+}
+
+TEST_F(CarveDebug, CanaryIsCheckedForEverySmallSize) {
+    for (size_t size : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{1000},
+                        size_t{65536}, size_t{200000}}) {
+        EXPECT_DEATH(
+            {
+                enable("debug=canary");
+                void *p = carve_malloc(opaque(size));
+                poke(p, size, 0x11);
+                carve_free(p);
+            },
+            "carve: heap overflow \\(canary broken\\) of 0x[0-9a-f]+ \\(requested " +
+                std::to_string(size) + " bytes")
+            << "size " << size;
+    }
+}
+
+// ---- double and invalid free ----------------------------------------------
+
+TEST_F(CarveDebug, DoubleFreeOfSmallBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            carve_free(p);
+        },
+        line("double free", "class [0-9]+ bytes", "free"));
+}
+
+TEST_F(CarveDebug, DoubleFreeNotInARow) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            void *others[100];
+            for (void *&o : others)
+                o = carve_malloc(opaque(40));
+            carve_free(p);
+            for (void *o : others)
+                carve_free(o);
+            carve_free(p);
+        },
+        line("double free", "class [0-9]+ bytes", "free"));
+}
+
+TEST_F(CarveDebug, DoubleFreeOfLargeBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(1 << 20));
+            carve_free(p);
+            carve_free(p);
+        },
+        line("double free", "requested 1048576 bytes, own mapping", "free"));
+}
+
+TEST_F(CarveDebug, ReallocOfFreedBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            p = carve_realloc(p, opaque(80));
+        },
+        line("double free", "class [0-9]+ bytes", "realloc"));
+}
+
+TEST_F(CarveDebug, UsableSizeOfFreedBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            (void)carve_malloc_usable_size(p);
+        },
+        line("use after free", "class [0-9]+ bytes", "malloc_usable_size"));
+}
+
+TEST_F(CarveDebug, FreeOfStackPointer) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char on_stack[64];
+            carve_free(opaque_ptr(on_stack));
+        },
+        line("invalid free", "not allocated by carve", "free"));
+}
+
+TEST_F(CarveDebug, FreeOfInteriorPointer) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(40)));
+            carve_free(opaque_ptr(p + 16));
+        },
+        line("invalid free",
+             "interior pointer: offset 16 of the block at 0x[0-9a-f]+, class [0-9]+ bytes",
+             "free"));
+}
+
+// The next block of the same page, carved but never handed out.
+TEST_F(CarveDebug, FreeOfBlockNeverHandedOut) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(40)));
+            carve_free(opaque_ptr(p + 64));
+        },
+        "carve: invalid free.* of 0x[0-9a-f]+ \\(.*class 64 bytes\\) in free\\(\\)");
+}
+
+// An overflow that runs past the canary into the block's trailer.
+TEST_F(CarveDebug, LongOverflowBreaksTrailer) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(40)));
+            memset(opaque_ptr(p), 'x', opaque(64));
+            carve_free(p);
+        },
+        line("invalid free or heap overflow", "block trailer broken, class 64 bytes", "free"));
+}
+
+TEST_F(CarveDebug, FreeOfInteriorPointerOfLargeBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(1 << 20)));
+            carve_free(opaque_ptr(p + 4096));
+        },
+        line("invalid free",
+             "interior pointer: offset 4096 of the 1048576-byte block at 0x[0-9a-f]+",
+             "free"));
+}
+
+TEST_F(CarveDebug, ReallocOfInteriorPointer) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(100)));
+            (void)carve_realloc(opaque_ptr(p + 32), opaque(10));
+        },
+        line("invalid realloc", "interior pointer: offset 32 of the block .*", "realloc"));
+}
+
+TEST_F(CarveDebug, UsableSizeOfInteriorPointer) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            char *p = static_cast<char *>(carve_malloc(opaque(100)));
+            (void)carve_malloc_usable_size(opaque_ptr(p + 8));
+        },
+        line("invalid pointer", "interior pointer: offset 8 of the block .*",
+             "malloc_usable_size"));
+}
+
+TEST_F(CarveDebug, FreeSizedWithWrongSize) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free_sized(p, opaque(41));
+        },
+        line("free_sized with wrong size", "requested 40, given 41", "free_sized"));
+}
+
+TEST_F(CarveDebug, FreeSizedWithWrongSizeOfLargeBlock) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(1 << 20));
+            carve_free_sized(p, opaque(1 << 19));
+        },
+        line("free_sized with wrong size", "requested 1048576, given 524288", "free_sized"));
+}
+
+TEST_F(CarveDebug, FreeAlignedSizedWithWrongSize) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_aligned_alloc(64, opaque(128));
+            carve_free_aligned_sized(p, 64, opaque(100));
+        },
+        line("free_aligned_sized with wrong size", "requested 128, given 100",
+             "free_aligned_sized"));
+}
+
+// ---- junk, poison, quarantine ---------------------------------------------
+
+// Without quarantine the block comes back at once; malloc finds the write.
+TEST_F(CarveDebug, UseAfterFreeBreaksPoisonSeenByMalloc) {
+    EXPECT_DEATH(
+        {
+            enable("debug=junk+free");
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            poke(p, 20, 7);
+            for (int i = 0; i < 10000; i++)
+                carve_free(carve_malloc(opaque(40)));
+        },
+        line("use after free \\(poison broken\\)", "class [0-9]+ bytes, written at offset 20",
+             "malloc"));
+}
+
+// With quarantine the block is checked when it leaves, pushed out by others.
+TEST_F(CarveDebug, UseAfterFreeBreaksPoisonSeenOnLeavingQuarantine) {
+    EXPECT_DEATH(
+        {
+            enable("debug=junk+quarantine+free,quarantine=4k");
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            poke(p, 8, 7);
+            for (int i = 0; i < 1000; i++)
+                carve_free(carve_malloc(opaque(40)));
+        },
+        line("use after free \\(poison broken\\)", "class [0-9]+ bytes, written at offset 8",
+             "free"));
+}
+
+// A write to the free-list link of a block in quarantine is caught too.
+TEST_F(CarveDebug, UseAfterFreeOfFirstWord) {
+    EXPECT_DEATH(
+        {
+            enable("debug=junk+quarantine+free,quarantine=4k");
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            poke(p, 0, 7);
+            for (int i = 0; i < 1000; i++)
+                carve_free(carve_malloc(opaque(40)));
+        },
+        line("use after free \\(poison broken\\)", "class [0-9]+ bytes, written at offset 0",
+             "free"));
+}
+
+// Still in quarantine when the program ends: checked at exit.
+TEST_F(CarveDebug, UseAfterFreeFoundAtExit) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            poke(p, 30, 7);
+            exit(0);
+        },
+        line("use after free \\(poison broken\\)", "class [0-9]+ bytes, written at offset 30",
+             "exit"));
+}
+
+// ---- the backtrace ----------------------------------------------------------
+
+TEST_F(CarveDebug, ReportEndsWithBacktrace) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            carve_free(p);
+        },
+        "carve: double free of .*\ncarve: backtrace \\([0-9]+ frames\\):\n.*\\[0x[0-9a-f]+\\]");
+}
+
+// ---- release builds' cheap checks ----------------------------------------------
+
+TEST_F(CarveDebug, ReleaseStopsImmediateDoubleFreeOfSmallBlock) {
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            void *p = carve_malloc(opaque(40));
+            carve_free(p);
+            carve_free(p);
+        },
+        line("double free", "class 48 bytes", "free"));
+}
+
+TEST_F(CarveDebug, ReleaseStopsDoubleFreeOfLargeBlock) {
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            void *p = carve_malloc(opaque(1 << 20));
+            carve_free(p);
+            carve_free(p);
+        },
+        line("invalid free", "not allocated by carve, or already freed", "free"));
+}
+
+TEST_F(CarveDebug, ReleaseStopsFreeOfStackPointer) {
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            char on_stack[64];
+            carve_free(opaque_ptr(on_stack));
+        },
+        line("invalid free", "not allocated by carve, or already freed", "free"));
+}
+
+TEST_F(CarveDebug, ReleaseStopsMisalignedInteriorPointer) {
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            char *p = static_cast<char *>(carve_malloc(opaque(40)));
+            carve_free(opaque_ptr(p + 4));
+        },
+        line("invalid free",
+             "interior pointer: offset 4 of the block at 0x[0-9a-f]+, class 48 bytes",
+             "free"));
+}
+
+TEST_F(CarveDebug, ReleaseStopsInteriorPointerFromAnotherThread) {
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            char *p = static_cast<char *>(carve_malloc(opaque(64)));
+            std::thread t([p] { carve_free(opaque_ptr(p + 16)); });
+            t.join();
+        },
+        "carve: invalid free of 0x[0-9a-f]+ \\(.*\\) in free\\(\\)");
+}
+
+// ---- debug mode keeps the malloc family's behaviour -------------------------------
+// Checked in a child that must exit 0.
+
+void exercise_family(bool junk, int many_count) {
+    // usable size is what was asked for; junk on malloc, zeros on calloc
+    for (size_t n : {size_t{0}, size_t{1}, size_t{24}, size_t{100}, size_t{5000}, size_t{300000}}) {
+        unsigned char *p = static_cast<unsigned char *>(carve_malloc(opaque(n)));
+        CHILD_CHECK(p != nullptr);
+        CHILD_CHECK(carve_malloc_usable_size(p) == n);
+        CHILD_CHECK(reinterpret_cast<uintptr_t>(p) % (n <= 8 ? 8 : 16) == 0);
+        for (size_t i = 0; junk && i < n; i++)
+            CHILD_CHECK(p[i] == 0xA5);
+        memset(p, 0x3c, n);
+        carve_free(p);
+        unsigned char *z = static_cast<unsigned char *>(carve_calloc(opaque(n), 1));
+        CHILD_CHECK(z != nullptr);
+        for (size_t i = 0; i < n; i++)
+            CHILD_CHECK(z[i] == 0);
+        carve_free_sized(z, n);
+    }
+    // realloc keeps the contents, growing and shrinking, small and large
+    size_t have = 10;
+    unsigned char *p = static_cast<unsigned char *>(carve_malloc(have));
+    for (size_t i = 0; i < have; i++)
+        p[i] = static_cast<unsigned char>(i * 7);
+    for (size_t n : {size_t{100}, size_t{70}, size_t{5000}, size_t{400000}, size_t{300000},
+                     size_t{3000000}, size_t{50}, size_t{20}}) {
+        p = static_cast<unsigned char *>(carve_realloc(p, opaque(n)));
+        CHILD_CHECK(p != nullptr);
+        CHILD_CHECK(carve_malloc_usable_size(p) == n);
+        size_t keep = n < have ? n : have;
+        for (size_t i = 0; i < keep; i++)
+            CHILD_CHECK(p[i] == static_cast<unsigned char>(i * 7));
+        for (size_t i = 0; i < n; i++)
+            p[i] = static_cast<unsigned char>(i * 7);
+        have = n;
+    }
+    CHILD_CHECK(carve_realloc(p, 0) == nullptr);
+    // alignment
+    for (size_t align : {size_t{8}, size_t{16}, size_t{64}, size_t{4096}, size_t{65536},
+                         size_t{1} << 20, size_t{8} << 20}) {
+        for (size_t n : {size_t{1}, size_t{100}, size_t{70000}, size_t{1} << 20}) {
+            void *q = carve_aligned_alloc(align, opaque(n));
+            CHILD_CHECK(q != nullptr);
+            CHILD_CHECK(reinterpret_cast<uintptr_t>(q) % align == 0);
+            CHILD_CHECK(carve_malloc_usable_size(q) >= n);
+            memset(q, 1, n);
+            carve_free(q);
+            void *m = nullptr;
+            CHILD_CHECK(carve_posix_memalign(&m, align, opaque(n)) == 0);
+            CHILD_CHECK(reinterpret_cast<uintptr_t>(m) % align == 0);
+            memset(m, 2, n);
+            carve_free(m);
+        }
+    }
+    void *v = carve_valloc(opaque(100));
+    CHILD_CHECK(reinterpret_cast<uintptr_t>(v) % 4096 == 0);
+    carve_free(v);
+    // failures are still failures
+    errno = 0;
+    CHILD_CHECK(carve_malloc(opaque(SIZE_MAX)) == nullptr && errno == ENOMEM);
+    // blocks handed between threads
+    std::vector<void *> blocks(2000);
+    std::thread producer([&] {
+        for (size_t i = 0; i < blocks.size(); i++) {
+            blocks[i] = carve_malloc(opaque(16 + i % 300));
+            memset(blocks[i], 9, 16 + i % 300);
+        }
+    });
+    producer.join();
+    std::thread consumer([&] {
+        for (void *b : blocks)
+            carve_free(b);
+    });
+    consumer.join();
+    // many blocks, more than the quarantine holds
+    std::vector<void *> many;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < many_count; i++)
+            many.push_back(carve_malloc(opaque(16 + (i % 64) * 16)));
+        for (void *b : many)
+            carve_free(b);
+        many.clear();
+    }
+}
+
+TEST_F(CarveDebug, DebugModeKeepsMallocBehaviour) {
+    for (const char *options : {kDefault, "debug=all", "debug=canary", "debug=junk+quarantine",
+                                "debug=guards+quarantine,quarantine=64k"}) {
+        EXPECT_EXIT(
+            {
+                enable(options);
+                // debug=all gives each block a mapping: fewer blocks
+                exercise_family(strstr(options, "junk") || strstr(options, "all"),
+                                static_cast<int>(carve_test::scaled(
+                                    strstr(options, "all") ? 1000 : 20000, 100)));
+                _exit(0);
+            },
+            ::testing::ExitedWithCode(0), "")
+            << options;
+    }
+}
+
+}  // namespace
