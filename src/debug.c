@@ -87,6 +87,7 @@
 #include "debug.h"
 
 #include <execinfo.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unwind.h>
 
@@ -339,8 +340,94 @@ static heap_t *debug_heap(void) {
     return heap;
 }
 
+/* ---- guard page hits --------------------------------------------------------------- */
+/* A guard page stops an overflow at the faulting instruction with SIGSEGV,
+ * which alone says nothing about the heap. While the program has no
+ * SIGSEGV handler of its own, debug mode puts one in that names the block
+ * when the fault is in one of carve's guard or freed pages, then puts the
+ * default action back and returns: the instruction faults again and the
+ * process dies of the SIGSEGV, core dump and debugger view intact. */
+
+/* The mapping a lies in: only its first chunk is in the chunk map, so
+ * look down from a's chunk for it, through chunks the map knows nothing
+ * of (a mapping holds no other). */
+static const dmap_t *fault_map(uintptr_t a) {
+    uintptr_t c = a & ~(uintptr_t)CHUNK_MASK;
+    for (unsigned i = 0; i < 4096 && c != 0; i++, c -= CHUNK_SIZE) {
+        unsigned kind = cv_map_kind(c);
+        if (kind == MAP_DEBUG) {
+            const dmap_t *h = (const dmap_t *)c;
+            return a - c < h->map_size ? h : NULL;
+        }
+        if (kind != MAP_NONE)
+            return NULL;
+    }
+    return NULL;
+}
+
+static void describe_fault(uintptr_t a, char *line, size_t cap) {
+    unsigned kind = cv_map_kind(a);
+    const dmap_t *h = kind == MAP_DEBUG || kind == MAP_NONE ? fault_map(a) : NULL;
+    line[0] = '\0';
+    if (h != NULL) {
+        if (h->magic == DMAP_FREED && a >= h->user && a < h->end)
+            cv_msg_format(line, cap,
+                          "carve: use after free of %p (requested %zu bytes, own mapping; "
+                          "offset %zu) at the faulting instruction\n",
+                          (void *)h->user, h->requested, (size_t)(a - h->user));
+        else if ((h->magic == DMAP_LIVE || h->magic == DMAP_FREED) && a >= h->end)
+            cv_msg_format(line, cap,
+                          "carve: heap overflow (guard page hit) of %p (requested %zu bytes, "
+                          "own mapping; %zu bytes past its end) at the faulting instruction\n",
+                          (void *)h->user, h->requested, (size_t)(a - h->user - h->requested));
+    } else if (kind == MAP_SMALL) {
+        const page_t *page = page_of(a);
+        uintptr_t guard = (uintptr_t)page->start +
+                          ((size_t)page->slice_count << SLICE_SHIFT) - CARVE_PAGE;
+        if (page->guarded && a >= guard && a < guard + CARVE_PAGE) {
+            size_t bs = page->block_size;
+            uintptr_t last = (uintptr_t)page->start + ((size_t)page->reserved - 1) * bs;
+            cv_msg_format(line, cap,
+                          "carve: heap overflow (guard page hit) past the block at %p "
+                          "(class %zu bytes, last of its page) at the faulting instruction\n",
+                          (void *)last, bs);
+        }
+    }
+}
+
+static void on_segv(int sig, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    char line[256];
+    describe_fault((uintptr_t)info->si_addr, line, sizeof line);
+    signal(sig, SIG_DFL);
+    if (line[0] != '\0') {
+        cv_os_write_stderr(line, strlen(line));
+        cv_debug_backtrace();
+    }
+}
+
+static void catch_guard_hits(void) {
+    static _Atomic bool done;
+    if (likely(atomic_load_explicit(&done, memory_order_relaxed)) ||
+        atomic_exchange(&done, true))
+        return;
+    struct sigaction old, sa;
+    if (sigaction(SIGSEGV, NULL, &old) != 0 || (old.sa_flags & SA_SIGINFO) ||
+        old.sa_handler != SIG_DFL)
+        return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
 bool cv_debug_on(void) {
-    return cv_init() && cv_options.debug != 0;
+    if (!cv_init() || cv_options.debug == 0)
+        return false;
+    if (cv_options.debug & (DEBUG_GUARDS | DEBUG_PAGE | DEBUG_QUARANTINE))
+        catch_guard_hits();
+    return true;
 }
 
 /* A block (checked by the caller) goes back to its page as the owner's

@@ -104,7 +104,9 @@ TEST_F(CarveDebug, OneByteOverflowOfLargeBlockFaultsOnGuardPage) {
                 void *p = carve_malloc(opaque(size));
                 poke(p, size, 1);
             },
-            ::testing::KilledBySignal(SIGSEGV), "")
+            ::testing::KilledBySignal(SIGSEGV),
+            "carve: heap overflow \\(guard page hit\\) of 0x[0-9a-f]+ \\(requested [0-9]+ bytes, own "
+            "mapping; 0 bytes past its end\\) at the faulting instruction")
             << "size " << size;
     }
 }
@@ -144,7 +146,8 @@ TEST_F(CarveDebug, PageModeFreedBlockFaultsOnUse) {
             carve_free(p);
             poke(p, 0, 1);
         },
-        ::testing::KilledBySignal(SIGSEGV), "");
+        ::testing::KilledBySignal(SIGSEGV),
+        "carve: use after free of 0x[0-9a-f]+ \\(requested 64 bytes, own mapping; offset 0\\)");
 }
 
 // debug=guards ends each page of small blocks with a PROT_NONE page. 1024-byte
@@ -172,7 +175,23 @@ TEST_F(CarveDebug, OverflowPastLastBlockOfSmallPageFaultsOnGuardPage) {
             poke(last, 1024, 1);
             _exit(0);
         },
-        ::testing::KilledBySignal(SIGSEGV), "");
+        ::testing::KilledBySignal(SIGSEGV),
+        "carve: heap overflow \\(guard page hit\\) past the block at 0x[0-9a-f]+ \\(class 1024 "
+        "bytes, last of its page\\) at the faulting instruction");
+}
+
+// A program's own SIGSEGV handler stays in charge: carve only names guard
+// page hits when nobody else listens for SIGSEGV.
+TEST_F(CarveDebug, GuardHitLeavesTheProgramsSegvHandlerAlone) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            signal(SIGSEGV, [](int) { _exit(3); });
+            enable("debug=guards");
+            void *p = carve_malloc(opaque(1 << 20));
+            poke(p, 1 << 20, 1);
+        },
+        ::testing::ExitedWithCode(3), "");
 }
 
 // Without guards the same page holds 64 blocks, and the guard goes back to

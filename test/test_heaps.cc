@@ -157,6 +157,8 @@ size_t handoff_size(std::mt19937_64 &rng) {
 }
 
 TEST(CarveHeaps, ProducersHandBlocksToConsumersWhoFreeThemIntact) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     constexpr int kProducers = 2, kConsumers = 2;
     constexpr size_t kQueueMax = 1024;
     const size_t per_producer = scaled(150000, 5000);
@@ -302,6 +304,8 @@ TEST(CarveHeaps, ProducersHandBlocksToConsumersWhoFreeThemIntact) {
 // ---- many threads freeing into one owner -------------------------------
 
 TEST(CarveHeaps, ManyThreadsFreeingIntoOneOwnerLetItReuseTheMemory) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     constexpr int kFreers = 8;
     const size_t n = scaled(100000, 10000);
     std::atomic<long> bad{0};
@@ -382,6 +386,8 @@ TEST(CarveHeaps, ManyThreadsFreeingIntoOneOwnerLetItReuseTheMemory) {
 // ---- thread churn ------------------------------------------------------
 
 TEST(CarveHeaps, HundredThousandShortThreadsKeepMemoryBounded) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     constexpr size_t kMinThreads = 2000;
     const size_t threads = scaled(100000, kMinThreads);
     std::mutex mutex;
@@ -640,6 +646,8 @@ TEST(CarveHeaps, ThousandForksWhileThreadsAllocateGiveWorkingChildren) {
 // ---- a thread exits with live blocks -----------------------------------
 
 TEST(CarveHeaps, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     constexpr size_t kSmall = 200, kMedium = 3000;
     const size_t n_small = 20000, n_medium = 2000;
     std::vector<Block> small, medium;

@@ -162,6 +162,8 @@ protected:
 // ---- trim ---------------------------------------------------------------
 
 TEST_F(CarvePurge, TrimGivesFreedMemoryBackAndReusedMemoryHoldsWhatIsWritten) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     const size_t total = scaled(256 * kMiB, 32 * kMiB);
     const Stats s0;
     const size_t rss0 = rss_bytes();
@@ -293,6 +295,8 @@ TEST_F(CarvePurge, CallocReadsZeroInMemoryThatWasDirtiedFreedAndPurged) {
 // ---- decay --------------------------------------------------------------
 
 TEST_F(CarvePurge, WithDecayZeroFreedMemoryIsPurgedWithoutTrim) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     ASSERT_TRUE(set_option("purge=dontneed"));
     ASSERT_TRUE(set_option("decay_ms=0"));
     const size_t total = scaled(64 * kMiB, 16 * kMiB);
@@ -331,6 +335,8 @@ TEST_F(CarvePurge, WithDecayZeroFreedMemoryIsPurgedWithoutTrim) {
 }
 
 TEST_F(CarvePurge, WithTheDefaultDecayFreedMemoryIsPurgedOnceItHasWaited) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     const size_t total = scaled(64 * kMiB, 16 * kMiB);
     const Stats s0;
     std::vector<Block> v = alloc_small(total, 5);
@@ -361,6 +367,8 @@ TEST_F(CarvePurge, WithTheDefaultDecayFreedMemoryIsPurgedOnceItHasWaited) {
 }
 
 TEST_F(CarvePurge, WithPurgeNoneFreedMemoryStaysCommittedUntilTrim) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     ASSERT_TRUE(set_option("purge=none"));
     ASSERT_TRUE(set_option("decay_ms=0"));
     const size_t total = scaled(32 * kMiB, 8 * kMiB);
@@ -460,6 +468,8 @@ int background_honours_purge_none() {
 }
 
 TEST_F(CarvePurge, BackgroundPurgerPurgesWhileTheProgramSleeps) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     const int code = in_child_with_background_purger(background_purges);
     EXPECT_NE(code, 13) << "background=1: freed memory was not purged within 2 s of sleep";
     EXPECT_EQ(code, 0) << "child exited with " << code << " (1000 + n: killed by signal n)";
@@ -474,6 +484,8 @@ TEST_F(CarvePurge, BackgroundPurgerHonoursPurgeNone) {
 // ---- the large cache ----------------------------------------------------
 
 TEST_F(CarvePurge, LargeCacheStaysBoundedAndTrimEmptiesIt) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     constexpr size_t kCacheMax = 128 * kMiB;
     const Stats s0;
     const int loops = static_cast<int>(scaled(200, 20));
@@ -586,6 +598,8 @@ TEST_F(CarvePurge, LargeReallocUpTo64MiBAndBackKeepsTheContents) {
 // ---- statistics ---------------------------------------------------------
 
 TEST_F(CarvePurge, PerClassStatisticsAreConsistent) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     const size_t sizes[] = {24, 100, 1000, 5000, 40000, 200000};
     const Stats s0;
     std::vector<std::vector<void *>> blocks;

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "util.h"
+
 namespace {
 
 constexpr size_t kSmallMax = size_t{256} << 10;  // largest size with a class
@@ -134,6 +136,8 @@ TEST(CarveSizeClass, LargeBlocksWasteAtMostAPageAndAHeader) {
 }
 
 TEST(CarveSizeClass, AboutFourClassesPerDoublingFrom128BytesTo256KiB) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     for (size_t low = 128; low < kSmallMax; low *= 2) {
         std::set<size_t> distinct;
         for (const Sample &s : samples())
@@ -145,6 +149,8 @@ TEST(CarveSizeClass, AboutFourClassesPerDoublingFrom128BytesTo256KiB) {
 }
 
 TEST(CarveSizeClass, UsableSizesFromSixteenUpAreMultiplesOfSixteen) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
     int failures = 0;
     for (const Sample &s : samples()) {
         if (s.usable >= 16 && s.usable % 16 != 0 && failures++ < 20)

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <carve.h>
+
 namespace carve_test {
 
 // The factor heavy tests multiply their counts by (CARVE_TEST_SCALE, 1.0).
@@ -60,6 +62,24 @@ inline void fill_random(void *p, size_t n, uint64_t seed) {
         b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
 }
 
+// Debug mode (./configure --enable-debug, CARVE_OPTIONS=debug=...) answers
+// the requested size from malloc_usable_size and holds freed blocks in a
+// quarantine: tests of the release layout, statistics, reuse and purging
+// skip there.
+inline bool debug_mode() {
+    void *p = carve_malloc(17);
+    const size_t u = carve_malloc_usable_size(p);
+    carve_free(p);
+    return u == 17;
+}
+
 }  // namespace carve_test
+
+// For tests of what debug mode changes on purpose.
+#define CARVE_SKIP_IN_DEBUG_MODE()                                                        \
+    do {                                                                                  \
+        if (carve_test::debug_mode())                                                     \
+            GTEST_SKIP() << "debug mode: release layout, statistics, reuse and purging only"; \
+    } while (0)
 
 #endif  // CARVE_TEST_UTIL_H

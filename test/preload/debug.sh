@@ -103,7 +103,15 @@ grep -q '^carve: backtrace' "$TMP/err" || fail "no backtrace after the report: $
 run debug=guards large-overflow
 [ "$status" -eq 139 ] || [ "$status" -eq $((128 + 11)) ] ||
     fail "large-overflow with debug=guards: exit status $status, not SIGSEGV"
-msg "large-overflow with debug=guards: SIGSEGV on the guard page"
+grep -Eq "^carve: heap overflow \\(guard page hit\\) of $addr \\(requested 1048576 bytes, own mapping; 0 bytes past its end\\) at the faulting instruction$" "$TMP/err" ||
+    fail "large-overflow with debug=guards: no guard page line: $(head -n 3 "$TMP/err")"
+msg "large-overflow with debug=guards: SIGSEGV on the guard page: $(head -n 1 "$TMP/err")"
+
+run debug=all use-after-free
+[ "$status" -eq 139 ] || fail "use-after-free with debug=all: exit status $status, not SIGSEGV"
+grep -Eq "^carve: use after free of $addr \\(requested 40 bytes, own mapping; offset 12\\) at the faulting instruction$" "$TMP/err" ||
+    fail "use-after-free with debug=all: no line naming it: $(head -n 3 "$TMP/err")"
+msg "use-after-free with debug=all: $(head -n 1 "$TMP/err")"
 
 for bug in overflow use-after-free large-overflow; do
     expect_no_report "$bug"
