@@ -196,7 +196,7 @@ large_t *cv_large_header(uintptr_t a, unsigned kind);
 void cv_large_free(large_t *h);
 void *cv_large_realloc(large_t *h, size_t size);
 bool cv_large_trim(void);
-size_t cv_large_purge(uint64_t now, uint64_t decay_ms);
+size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
 void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
@@ -248,6 +248,7 @@ typedef struct stats {
     _Atomic size_t large_count, large_bytes;
     _Atomic size_t large_total; /* large blocks ever allocated */
     _Atomic size_t large_cached; /* bytes of freed mappings kept for reuse */
+    _Atomic size_t large_lazy;   /* cached mappings MADV_FREE'd, still mapped */
     _Atomic size_t large_purged; /* bytes of cached mappings given back */
     /* under the arena lock */
     size_t chunks;          /* chunks mapped now */

@@ -146,12 +146,13 @@ size_t cv_purge_limit(void) {
 
 /* What carve holds in memory, by its own accounting: touched slices that
  * were not purged or were purged lazily (still charged to the cgroup),
- * live large blocks and the large cache. */
+ * live large blocks and the large cache, lazy entries included. */
 static size_t held_bytes(void) {
     return atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
            atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
            atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed) +
-           atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed);
+           atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed) +
+           atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
 }
 
 bool cv_purge_pressure(void) {
@@ -167,7 +168,7 @@ static void pass(uint64_t now) {
     uint64_t decay = pressure ? 0 : cv_options.decay_ms;
     bool dontneed = pressure || cv_options.purge == PURGE_DONTNEED;
     cv_arena_purge(now, decay, dontneed);
-    cv_large_purge(now, decay);
+    cv_large_purge(now, decay, dontneed);
 }
 
 static void *background(void *arg) {

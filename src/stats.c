@@ -68,7 +68,9 @@ void cv_stats_read(struct carve_stats *st) {
     st->large_mapped = atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed);
     st->large_cached = atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed);
     st->live += st->large_mapped;
-    st->mapped = t.chunks * CHUNK_SIZE + st->large_mapped + st->large_cached;
+    /* lazily purged cached mappings still hold address space */
+    st->mapped = t.chunks * CHUNK_SIZE + st->large_mapped + st->large_cached +
+                 atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
     st->committed = atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
                     st->large_mapped + st->large_cached;
     st->purged = t.small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);

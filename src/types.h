@@ -168,7 +168,6 @@ typedef struct large {
                         may reuse a bigger cached mapping whole) */
     size_t offset;   /* user pointer - header */
     size_t lead;     /* bytes mapped before the header (alignment >= CHUNK) */
-    uint64_t freed_ms; /* when it entered the cache of freed mappings */
 } large_t;
 
 /* ---- thread heaps ------------------------------------------------------- */
