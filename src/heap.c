@@ -35,23 +35,25 @@ static heap_t *heap_pool; /* under the arena lock */
 
 /* ---- page queues -------------------------------------------------------- */
 
-/* Keep direct[c] on the queue's first page, and move the pin (one extra
+/* Keep current[c] on the queue's first page, and move the pin (one extra
  * count in used, see page_t) with it. A page that loses the pin is never
  * empty here: it is leaving for the full list, or it is being retired,
- * which happens only to pages that are not current. */
+ * which happens only to pages that are not current. direct[c] follows,
+ * unless foreign blocks go first (see below). */
 static void direct_update(heap_t *heap, page_queue_t *q) {
     if (q == &heap->full)
         return;
     unsigned c = (unsigned)(q - heap->queues);
-    page_t *old = heap->direct[c];
+    page_t *old = heap->current[c];
     page_t *now = q->first ? q->first : &cv_page_empty;
-    if (old == now)
-        return;
-    if (old != &cv_page_empty)
-        old->used--;
-    if (now != &cv_page_empty)
-        now->used++;
-    heap->direct[c] = now;
+    if (old != now) {
+        if (old != &cv_page_empty)
+            old->used--;
+        if (now != &cv_page_empty)
+            now->used++;
+        heap->current[c] = now;
+    }
+    heap->direct[c] = heap->foreign[c].free != NULL ? &heap->foreign[c] : now;
 }
 
 static void queue_remove(heap_t *heap, page_queue_t *q, page_t *page) {
@@ -148,18 +150,17 @@ void cv_heap_free_local_slow(page_t *page) {
 
 /* ---- remote frees ------------------------------------------------------- */
 
-/* One CAS pushes the block and bumps the count; the flags in the word it
- * replaced say whether anyone must be told. */
-void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
-    if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
-        cv_msg_fatal("invalid free", b, "not the start of a block", func);
+/* One CAS pushes the chain first..last (n blocks of page) and adds n to the
+ * count; the flags in the word it replaced say whether anyone must be told. */
+static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n) {
     uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
     uintptr_t w;
     do {
-        uintptr_t count = (old >> TF_COUNT_SHIFT) & TF_COUNT_MAX;
-        count += count < TF_COUNT_MAX;
-        b->next = (block_t *)(old & TF_PTR_MASK);
-        w = (uintptr_t)b | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
+        uintptr_t count = ((old >> TF_COUNT_SHIFT) & TF_COUNT_MAX) + n;
+        if (count > TF_COUNT_MAX)
+            count = TF_COUNT_MAX; /* saturated: the owner walks the list */
+        last->next = (block_t *)(old & TF_PTR_MASK);
+        w = (uintptr_t)first | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
     } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, w,
                                                     memory_order_release, memory_order_relaxed));
     if (likely((old & TF_FLAGS) == 0))
@@ -175,6 +176,131 @@ void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
         if (heap != NULL) /* NULL: abandoned meanwhile, and collected then */
             atomic_store_explicit(&heap->full_freed, true, memory_order_release);
     }
+}
+
+/* ---- foreign blocks ----------------------------------------------------- */
+/*
+ * A block that this thread frees from another thread's page stays here, a
+ * few per class, and this thread's next allocations of the class take it
+ * before any block of its own pages: direct[c] points at foreign[c] while
+ * that holds blocks, so the fast path pops it like a page's block. Why:
+ * the freeing thread has just read the block, and its link write made the
+ * first line this core's; handed back to the owner, every line the owner
+ * then writes is a cache miss served from this core. In larson (each block
+ * freed by a random thread) that miss, not the allocator's code, was most
+ * of carve's time against jemalloc (whose thread caches keep remote frees
+ * the same way). And a remote free kept here costs no atomic at all.
+ *
+ * A kept block stays counted in its page's used until it is freed to the
+ * page, so pages need no change: a page never retires under a kept block,
+ * whoever owns it by then. Blocks under a cache line are not kept: another
+ * thread's objects would share the line with ours (passive false sharing,
+ * bench cache_scratch). Big blocks are not kept either, and each class
+ * keeps at most FOREIGN_BYTES: what is kept is memory that pages cannot
+ * give back while it sits here (until the thread frees more of the class,
+ * allocates it, exits, or calls malloc_trim).
+ */
+#define FOREIGN_MIN_BLOCK 64
+#define FOREIGN_MAX_BLOCK 16384
+#define FOREIGN_BYTES 32768
+#define FOREIGN_MAX_COUNT 128
+
+static uint32_t foreign_limit(uint32_t block_size) {
+    if (block_size < FOREIGN_MIN_BLOCK || block_size > FOREIGN_MAX_BLOCK)
+        return 0;
+    uint32_t n = FOREIGN_BYTES / block_size;
+    return n < FOREIGN_MAX_COUNT ? n : FOREIGN_MAX_COUNT; /* >= 2 */
+}
+
+static void foreign_init(page_t *f, unsigned c) {
+    f->free = f->local_free = NULL;
+    f->used = f->capacity = 0;
+    f->block_size = cv_class_size[c];
+    f->reserved = foreign_limit(f->block_size);
+    f->class_idx = (uint8_t)c;
+    f->free_is_zero = false;
+    f->memory_is_zero = false;
+    f->debug = false;
+}
+
+/* Blocks kept: pushes count in capacity, the fast path's pops in used. */
+static uint32_t foreign_count(const page_t *f) {
+    return f->capacity - f->used;
+}
+
+static page_t *block_page(block_t *b) {
+    uintptr_t a = (uintptr_t)b;
+    return cv_page_of(cv_chunk_of(a), a);
+}
+
+/* Give a list of kept blocks back to their pages: one CAS for each run of
+ * blocks of one page (frees in allocation order often come in such runs,
+ * as a consumer frees what one producer carved). */
+static void foreign_flush(block_t *b) {
+    while (b != NULL) {
+        page_t *page = block_page(b);
+        block_t *last = b;
+        uintptr_t n = 1;
+        while (last->next != NULL && block_page(last->next) == page) {
+            last = last->next;
+            n++;
+        }
+        block_t *next = last->next; /* push_remote rewrites last->next */
+        push_remote(page, b, last, n);
+        b = next;
+    }
+}
+
+/* The class holds more than its limit: keep the newest half (the ones
+ * most likely still in this core's cache), give the rest back. */
+static CARVE_NOINLINE void foreign_trim(page_t *f) {
+    uint32_t keep = f->reserved / 2;
+    block_t *cut = f->free;
+    for (uint32_t i = 1; i < keep; i++)
+        cut = cut->next;
+    block_t *rest = cut->next;
+    cut->next = NULL;
+    f->capacity = f->used + keep;
+    foreign_flush(rest);
+}
+
+static void foreign_flush_all(heap_t *heap) {
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        page_t *f = &heap->foreign[c];
+        block_t *list = f->free;
+        if (list == NULL)
+            continue;
+        f->free = NULL;
+        f->capacity = f->used;
+        heap->direct[c] = heap->current[c];
+        foreign_flush(list);
+    }
+}
+
+/* Another thread's block (or a page's with no owner), freed by this thread:
+ * kept for reuse when its class is kept, this thread allocates the class
+ * itself (it has a current page: a pure consumer, as in xmalloc, would only
+ * hold the blocks and then walk them to give them back, 25% slower there),
+ * is not in debug mode, and the page has an owner (an abandoned page wants
+ * its blocks back, to be freed whole); else one CAS onto thread_free. */
+void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
+    if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
+        cv_msg_fatal("invalid free", b, "not the start of a block", func);
+    heap_t *heap = cv_tl_heap;
+    unsigned c = page->class_idx;
+    page_t *f = &heap->foreign[c];
+    if (likely(f->reserved != 0) && heap->current[c] != &cv_page_empty &&
+        likely(!page->debug && cv_options.debug == 0) &&
+        likely(atomic_load_explicit(&page->owner, memory_order_relaxed) != 0)) {
+        b->next = f->free;
+        f->free = b;
+        heap->direct[c] = f;
+        f->capacity++;
+        if (unlikely(foreign_count(f) > f->reserved))
+            foreign_trim(f);
+        return;
+    }
+    push_remote(page, b, b, 1);
 }
 
 /* ---- the allocation slow path ------------------------------------------- */
@@ -240,7 +366,15 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
     }
     if (size > SMALL_MAX)
         return cv_large_alloc(size, 0, zero);
-    page_t *page = find_page(heap, cv_size_class(size));
+    unsigned c = cv_size_class(size);
+    /* The fast path missed: foreign blocks (if direct[c] was theirs) ran
+     * out, and the current page may still have blocks. */
+    page_t *page = &heap->foreign[c];
+    if (page->free == NULL) {
+        heap->direct[c] = page = heap->current[c];
+        if (page->free == NULL)
+            page = find_page(heap, c);
+    }
     if (unlikely(page == NULL)) {
         errno = ENOMEM;
         return NULL;
@@ -268,8 +402,9 @@ heap_t *cv_heap_get_slow(void) {
             return NULL;
     }
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        heap->direct[c] = &cv_page_empty;
+        heap->direct[c] = heap->current[c] = &cv_page_empty;
         heap->queues[c].first = heap->queues[c].last = NULL;
+        foreign_init(&heap->foreign[c], c);
     }
     heap->full.first = heap->full.last = NULL;
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
@@ -316,8 +451,9 @@ void cv_heap_trim(void) {
     heap_t *heap = cv_tl_heap;
     if (heap == &cv_heap_empty)
         return;
+    foreign_flush_all(heap);
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        page_t *page = heap->direct[c];
+        page_t *page = heap->current[c];
         if (page == &cv_page_empty)
             continue;
         cv_page_collect(page);
@@ -333,10 +469,12 @@ void cv_heap_thread_done(void *arg) {
     heap_t *heap = arg;
     if (heap == NULL || heap == &cv_heap_empty)
         return;
+    /* before the lock: a kept block of an abandoned page takes it */
+    foreign_flush_all(heap);
     cv_arena_lock();
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        if (heap->direct[c] != &cv_page_empty)
-            heap->direct[c]->used--; /* drop the pin */
+        if (heap->current[c] != &cv_page_empty)
+            heap->current[c]->used--; /* drop the pin */
         abandon_list(heap->queues[c].first);
     }
     abandon_list(heap->full.first);

@@ -23,8 +23,9 @@ static void count_page(const page_t *page, void *arg) {
     t->pages[c]++;
     uint32_t live = page->used & ~PAGE_IN_FULL;
     heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
-    if (heap != NULL && heap->direct[c] == page && live > 0)
-        live--; /* the current page's pin */
+    if (heap != NULL && heap->current[c] == page && live > 0)
+        live--; /* the current page's pin (blocks kept by other threads'
+                   foreign lists still count: they are not free to the page) */
     t->live[c] += live;
     t->carved[c] += page->capacity;
     if (page->state == PAGE_ABANDONED)

@@ -180,11 +180,22 @@ typedef struct heap {
      * the shared empty page, whose free list is always NULL. */
     page_t *direct[CLASS_COUNT];
     uintptr_t owner;                 /* thread id of the owner */
+    /* current[c]: the first page of queues[c] (or the empty page), which
+     * holds the pin (see page_t.used). direct[c] is current[c], or
+     * &foreign[c] while that has blocks. */
+    page_t *current[CLASS_COUNT];
     page_queue_t queues[CLASS_COUNT];
     page_queue_t full;               /* pages with no free block left */
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     struct heap *next_free;          /* heap pool */
     bool debug;                      /* debug.c's: its pages are debug pages */
+    /* Blocks of other threads' pages that this thread freed, kept for its
+     * own next allocations of the class (heap.c, "foreign blocks"). Not
+     * pages: only free, used, block_size and free_is_zero mean what they
+     * do in a page, so that the fast path pops them as from any page;
+     * capacity counts the blocks, reserved is the most it keeps (0: the
+     * class is never kept). */
+    page_t foreign[CLASS_COUNT];
 } heap_t;
 
 #endif /* CARVE_TYPES_H */
