@@ -48,7 +48,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
         return;
     }
     if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
-        large_t *h = cv_large_header(a, kind);
+        large_t *h = cv_large_header(a, kind, func);
         if (h != NULL) {
             cv_large_free(h);
             return;
@@ -115,7 +115,7 @@ static size_t block_usable(void *p, const char *func) {
         if (cv_page_is_block(page, a))
             return page->block_size;
     } else if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
-        large_t *h = cv_large_header(a, kind);
+        large_t *h = cv_large_header(a, kind, func);
         if (h != NULL)
             return cv_large_usable(h);
     }
@@ -153,7 +153,7 @@ static void *do_realloc(void *p, size_t size, const char *func) {
     if (debug_block(kind))
         return cv_debug_realloc(p, size, func);
     if ((kind == MAP_LARGE || kind == MAP_LARGE_PREV) && size > SMALL_MAX) {
-        large_t *h = cv_large_header(a, kind);
+        large_t *h = cv_large_header(a, kind, func);
         if (h == NULL)
             cv_debug_bad_pointer(p, "invalid realloc", func);
         return cv_large_realloc(h, size);

@@ -700,7 +700,7 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
         return;
     }
     if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
-        large_t *h = cv_large_header(a, kind);
+        large_t *h = cv_large_header(a, kind, func);
         if (h != NULL) {
             out->kind = BLK_PLAIN;
             out->page = NULL;

@@ -196,7 +196,7 @@ CARVE_INLINE void *cv_heap_alloc(heap_t *heap, size_t size, bool zero) {
 /* ---- large.c ----------------------------------------------------------- */
 void *cv_large_alloc(size_t size, size_t align, bool zero);
 /* The header of a large block, or NULL when p is not a large block's start. */
-large_t *cv_large_header(uintptr_t a, unsigned kind);
+large_t *cv_large_header(uintptr_t a, unsigned kind, const char *func);
 void cv_large_free(large_t *h);
 void *cv_large_realloc(large_t *h, size_t size);
 bool cv_large_trim(void);

@@ -41,6 +41,22 @@ static size_t map_size_for(size_t block) {
     return block >= THP_MIN && whole - block <= block / 4 ? whole : block;
 }
 
+_Static_assert(sizeof(large_t) == LARGE_HEADER, "check must end right before the block");
+
+static uint64_t header_check(const large_t *h) {
+    uint64_t x = (uint64_t)(uintptr_t)h ^ h->magic;
+    x = (x ^ h->size) * 0x9e3779b97f4a7c15ull;
+    x = (x ^ h->map_size) * 0xc2b2ae3d27d4eb4full;
+    x = (x ^ h->offset) * 0x165667b19e3779f9ull;
+    x = (x ^ h->lead) * 0x9e3779b97f4a7c15ull;
+    return x ^ (x >> 29);
+}
+
+/* After every change of h's fields. */
+static void seal(large_t *h) {
+    h->check = header_check(h);
+}
+
 /* Where the user pointer's slot says the header is. */
 static unsigned kind_for(size_t offset) {
     return offset < CHUNK_SIZE ? MAP_LARGE : MAP_LARGE_PREV;
@@ -391,6 +407,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
     h->map_size = map_size;
     h->offset = offset;
     h->lead = lead;
+    seal(h);
     uintptr_t user = (uintptr_t)h + offset;
     cv_arena_set_large(user, kind_for(offset));
     atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
@@ -399,12 +416,21 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
     return (void *)user;
 }
 
-large_t *cv_large_header(uintptr_t a, unsigned kind) {
+/* The header of the large block at a, NULL when a is no large block's
+ * start (a second free finds the magic cleared). A header whose fields no
+ * longer match their check was written over from the block below it, or
+ * from this block's start backwards: stop, as glibc does on a broken
+ * chunk header, rather than unmap what the broken fields say. */
+large_t *cv_large_header(uintptr_t a, unsigned kind, const char *func) {
     uintptr_t slot = a & ~(uintptr_t)CHUNK_MASK;
     large_t *h = (large_t *)(kind == MAP_LARGE_PREV ? slot - CHUNK_SIZE : slot);
-    if (h->magic != LARGE_MAGIC || (uintptr_t)h + h->offset != a)
-        return NULL;
-    return h;
+    bool start = (uintptr_t)h + h->offset == a;
+    if (likely(h->magic == LARGE_MAGIC && start && h->check == header_check(h)))
+        return h;
+    if (h->magic == LARGE_MAGIC && (start || a == slot + LARGE_HEADER))
+        cv_msg_fatal("heap corruption", (void *)a,
+                     "large block header broken: a write before the block?", func);
+    return NULL;
 }
 
 void cv_large_free(large_t *h) {
@@ -428,11 +454,13 @@ void *cv_large_realloc(large_t *h, size_t size) {
     /* Within the mapping (not wasting three quarters of it): no call. */
     if (new_size <= old_size && new_size >= old_size / 4) {
         h->size = new_size;
+        seal(h);
         return (uint8_t *)h + offset;
     }
     /* Shrinking never moves; growing stays in place when it can. */
     if (cv_os_remap_inplace(h, old_size, new_size)) {
         h->size = h->map_size = new_size;
+        seal(h);
         atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
         return (uint8_t *)h + offset;
     }
@@ -454,6 +482,7 @@ void *cv_large_realloc(large_t *h, size_t size) {
     }
     cv_os_unmap(old_base, lead);
     nh->size = nh->map_size = new_size;
+    seal(nh);
     cv_arena_set_large((uintptr_t)nh + offset, kind_for(offset));
     cv_arena_set_large(old_user, MAP_NONE);
     atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);

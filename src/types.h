@@ -168,6 +168,12 @@ typedef struct large {
                         may reuse a bigger cached mapping whole) */
     size_t offset;   /* user pointer - header */
     size_t lead;     /* bytes mapped before the header (alignment >= CHUNK) */
+    uint64_t unused[2];
+    /* The fields above, hashed (large.c): last, so that it sits right
+     * before the block (offset 64), where a write before the block lands
+     * first, and free stops on it instead of unmapping what a broken
+     * size or lead says. */
+    uint64_t check;
 } large_t;
 
 /* ---- thread heaps ------------------------------------------------------- */

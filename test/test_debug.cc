@@ -563,6 +563,61 @@ TEST_F(CarveDebug, ReleaseStopsDoubleFreeOfLargeBlock) {
         line("invalid free", "not allocated by carve, or already freed", "free"));
 }
 
+// glibc stops on a broken chunk header; carve's large blocks end their
+// header with a check word right before the block, so a write just before
+// one (an underflow of 1 byte or more) stops free, realloc and
+// malloc_usable_size instead of letting them unmap what broken fields say.
+TEST_F(CarveDebug, ReleaseStopsWriteJustBeforeLargeBlock) {
+    for (size_t back : {size_t{1}, size_t{8}, size_t{30}}) {
+        EXPECT_DEATH(
+            {
+                enable("debug=none");
+                char *p = static_cast<char *>(carve_malloc(opaque(1 << 20)));
+                poke(p - back, 0, 0x41);
+                carve_free(p);
+            },
+            line("heap corruption", "large block header broken: a write before the block\\?",
+                 "free"))
+            << back << " bytes before";
+    }
+    EXPECT_DEATH(
+        {
+            enable("debug=none");
+            char *p = static_cast<char *>(carve_malloc(opaque(3 << 20)));
+            poke(p - 1, 0, 0);
+            p = static_cast<char *>(carve_realloc(p, opaque(5 << 20)));
+        },
+        line("heap corruption", "large block header broken: a write before the block\\?",
+             "realloc"));
+}
+
+// The check follows every change of the header: realloc in place, grown
+// by mremap, moved; aligned blocks; blocks taken from the cache.
+TEST_F(CarveDebug, LargeBlockHeaderCheckFollowsReallocAndReuse) {
+    EXPECT_EXIT(
+        {
+            enable("debug=none");
+            for (int round = 0; round < 3; round++) {
+                char *p = static_cast<char *>(carve_malloc(opaque(300000)));
+                void *blocker = carve_malloc(opaque(1 << 20));
+                for (size_t n : {size_t{400000}, size_t{4} << 20, size_t{300000},
+                                 size_t{9} << 20, size_t{280000}}) {
+                    p = static_cast<char *>(carve_realloc(p, opaque(n)));
+                    CHILD_CHECK(p != nullptr && carve_malloc_usable_size(p) >= n);
+                }
+                void *a = carve_aligned_alloc(1 << 16, opaque(1 << 20));
+                void *b = carve_aligned_alloc(8 << 20, opaque(1 << 20));
+                CHILD_CHECK(a != nullptr && b != nullptr);
+                carve_free(a);
+                carve_free(b);
+                carve_free(blocker);
+                carve_free(p);
+            }
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 TEST_F(CarveDebug, ReleaseStopsFreeOfStackPointer) {
     EXPECT_DEATH(
         {
