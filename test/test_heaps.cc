@@ -93,17 +93,7 @@ struct Stats {
     }
 };
 
-size_t rss_bytes() {
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == nullptr)
-        return 0;
-    unsigned long size = 0, resident = 0;
-    int got = fscanf(f, "%lu %lu", &size, &resident);
-    fclose(f);
-    if (got != 2)
-        return 0;
-    return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
+using carve_test::rss_bytes;
 
 constexpr size_t kMiB = size_t(1) << 20;
 

@@ -1,15 +1,18 @@
 // util.h: helpers shared by the test files: the CARVE_TEST_SCALE knob
 // (sanitizer runs scale heavy tests down), and a pattern fill with a
-// checksum to detect any byte a block lost.
+// checksum to detect any byte a block lost, RSS, and the debug-mode skip.
 #ifndef CARVE_TEST_UTIL_H
 #define CARVE_TEST_UTIL_H
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #include <carve.h>
+
+#include <unistd.h>
 
 namespace carve_test {
 
@@ -60,6 +63,19 @@ inline void fill_random(void *p, size_t n, uint64_t seed) {
     }
     for (; i < n; i++)
         b[i] = static_cast<unsigned char>(x >> (8 * (i & 7)));
+}
+
+// The process's resident memory, from /proc/self/statm (0 if unreadable).
+inline size_t rss_bytes() {
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == nullptr)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int got = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    if (got != 2)
+        return 0;
+    return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
 // Debug mode (./configure --enable-debug, CARVE_OPTIONS=debug=...) answers
