@@ -145,7 +145,7 @@ void cv_arena_page_free_locked(page_t *page) {
     /* before the slices can go to a page without a guard (a failure would
      * leave memory that faults: nothing can be done with it but say so) */
     if (unlikely(page->guarded)) {
-        uint8_t *guard = page->start + ((size_t)n << SLICE_SHIFT) - CARVE_PAGE;
+        uint8_t *guard = cv_page_guard(page);
         if (!cv_os_protect(guard, CARVE_PAGE, true))
             cv_msg_fatal("mprotect failed", guard, "debug=guards page guard", "free");
         page->guarded = false;

@@ -382,8 +382,7 @@ static void describe_fault(uintptr_t a, char *line, size_t cap) {
                           (void *)h->user, h->requested, (size_t)(a - h->user - h->requested));
     } else if (kind == MAP_SMALL) {
         const page_t *page = page_of(a);
-        uintptr_t guard = (uintptr_t)page->start +
-                          ((size_t)page->slice_count << SLICE_SHIFT) - CARVE_PAGE;
+        uintptr_t guard = (uintptr_t)cv_page_guard(page);
         if (page->guarded && a >= guard && a < guard + CARVE_PAGE) {
             size_t bs = page->block_size;
             uintptr_t last = (uintptr_t)page->start + ((size_t)page->reserved - 1) * bs;
@@ -517,16 +516,20 @@ static size_t entry_charge(uintptr_t e) {
     return entry_is_map(e) ? CARVE_PAGE : page_of(e)->block_size;
 }
 
+/* A small block freed with junk on: stops when its poison or its freed
+ * trailer changed since (a write after free). */
+static void check_poison(uintptr_t b, size_t bs, const char *func) {
+    size_t at = first_not((const uint8_t *)b, bs - TRAILER, JUNK_FREE);
+    if (at != bs - TRAILER || *trailer_of(b, bs) != freed_word(b, bs))
+        report_poison(b, bs, at, func);
+}
+
 /* Back to the page (small) or to the kernel (mapping), after the poison
  * check: the end of quarantine. */
 static void release_small(uintptr_t b, const char *func) {
     page_t *page = page_of(b);
-    size_t bs = page->block_size;
-    if (cv_options.debug & DEBUG_JUNK) {
-        size_t at = first_not((const uint8_t *)b, bs - TRAILER, JUNK_FREE);
-        if (at != bs - TRAILER || *trailer_of(b, bs) != freed_word(b, bs))
-            report_poison(b, bs, at, func);
-    }
+    if (cv_options.debug & DEBUG_JUNK)
+        check_poison(b, page->block_size, func);
     free_to_page(page, (block_t *)b, func);
 }
 
@@ -600,10 +603,7 @@ __attribute__((destructor)) static void quarantine_check_at_exit(void) {
         uintptr_t e = quar.ring[(quar.head + i) % quar.cap];
         if (entry_is_map(e))
             continue;
-        size_t bs = page_of(e)->block_size;
-        size_t at = first_not((const uint8_t *)e, bs - TRAILER, JUNK_FREE);
-        if (at != bs - TRAILER || *trailer_of(e, bs) != freed_word(e, bs))
-            report_poison(e, bs, at, "exit");
+        check_poison(e, page_of(e)->block_size, "exit");
     }
     pthread_mutex_unlock(&quar.lock);
 }

@@ -133,6 +133,10 @@ void cv_page_extend(page_t *page);
 void cv_page_collect(page_t *page);
 /* A block pointer is valid for page when it is a block boundary inside it. */
 bool cv_page_is_block(const page_t *page, uintptr_t a);
+/* Where debug=guards puts a page's guard: the last OS page of its span. */
+CARVE_INLINE uint8_t *cv_page_guard(const page_t *page) {
+    return page->start + ((size_t)page->slice_count << SLICE_SHIFT) - CARVE_PAGE;
+}
 
 /* ---- heap.c: thread heaps ---------------------------------------------- */
 extern page_t cv_page_empty;

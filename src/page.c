@@ -25,7 +25,7 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
      * class keeps at least 3 blocks; when the kernel refuses (each guard
      * splits the reservation's mapping, vm.max_map_count), no guard. */
     if (unlikely(heap->debug) && (cv_options.debug & DEBUG_GUARDS) &&
-        cv_os_protect(page->start + span - CARVE_PAGE, CARVE_PAGE, false)) {
+        cv_os_protect(cv_page_guard(page), CARVE_PAGE, false)) {
         page->guarded = true;
         span -= CARVE_PAGE;
     }
