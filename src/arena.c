@@ -21,6 +21,12 @@ static struct {
     uint8_t *reserve_cur, *reserve_end;
     page_t *abandoned[CLASS_COUNT];
     uint8_t *meta_cur, *meta_end;
+    /* Free slices still resident (not purged), and the slices handed out in
+     * this and the previous window of decay_ms: what recent demand says
+     * could be needed again soon (see cv_arena_purge_excess). */
+    size_t idle;
+    size_t demand_cur, demand_prev;
+    uint64_t window_ms;
 } arena = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 void cv_arena_lock(void) {
@@ -107,6 +113,8 @@ page_t *cv_arena_page_alloc(size_t slices) {
         grew = true;
     }
     uint64_t mask = run_mask(first, n);
+    arena.idle -= (size_t)__builtin_popcountll(chunk->slices_resident & mask);
+    arena.demand_cur += n;
     chunk->slices_used |= mask;
     page_t *page = &chunk->pages[first];
     page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
@@ -151,6 +159,13 @@ void cv_arena_page_free_locked(page_t *page) {
         page->guarded = false;
     }
     chunk->slices_used &= ~run_mask(first, n);
+    arena.idle += n; /* slices in use are always resident */
+    uint64_t window = cv_options.decay_ms ? cv_options.decay_ms : 1;
+    if (now - arena.window_ms >= window) {
+        arena.demand_prev = now - arena.window_ms < 2 * window ? arena.demand_cur : 0;
+        arena.demand_cur = 0;
+        arena.window_ms = now;
+    }
     page->state = PAGE_FREE;
     page->free = page->local_free = NULL;
     page->used = 0;
@@ -161,10 +176,24 @@ void cv_arena_page_free_locked(page_t *page) {
     atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
 }
 
+/* Idle slices kept whatever the demand (one chunk), and how far past its
+ * budget the idle memory may run before a pass: at most one pass per 4 MiB
+ * freed, in runs long enough to keep madvise calls few. */
+#define IDLE_FLOOR SLICES_PER_CHUNK
+#define IDLE_STEP SLICES_PER_CHUNK
+
+static size_t idle_budget(void) {
+    size_t demand = arena.demand_cur + arena.demand_prev;
+    return demand > IDLE_FLOOR ? demand : IDLE_FLOOR;
+}
+
 void cv_arena_page_free(page_t *page) {
     cv_arena_lock();
     cv_arena_page_free_locked(page);
+    bool excess = arena.idle > idle_budget() + IDLE_STEP;
     cv_arena_unlock();
+    if (excess)
+        cv_purge_excess();
     cv_purge_tick();
 }
 
@@ -255,6 +284,7 @@ static void purge_run(chunk_t *chunk, unsigned first, unsigned n, bool dontneed)
     uint64_t was_resident = chunk->slices_resident & mask;
     uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
     chunk->slices_resident &= ~mask;
+    arena.idle -= (size_t)__builtin_popcountll(was_resident);
     if (zero) {
         chunk->slices_dirty &= ~mask;
         atomic_fetch_sub_explicit(&cv_stats.small_lazy,
@@ -325,6 +355,39 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             empty_kept++;
         }
         link = &chunk->next;
+    }
+    size_t purged = cv_stats.small_purged - before;
+    cv_arena_unlock();
+    return purged;
+}
+
+/* Free slices beyond what the program took from the arena in the last one
+ * or two decay periods are not likely to be needed before they decay: a
+ * heap that is shrinking (a program freeing most of what it built, then
+ * going idle) would otherwise keep up to a decay period's worth of frees
+ * resident through the pause, since nothing purges while it makes no call.
+ * They go now, in whole chunks from the oldest ones (page allocation takes
+ * the newest chunks first, so what stays resident is what is reused first).
+ * A steady churn hands out as much as it frees, so its budget covers its
+ * free slices and the decay alone governs them. */
+size_t cv_arena_purge_excess(bool dontneed) {
+    cv_arena_lock();
+    size_t before = cv_stats.small_purged;
+    size_t keep = idle_budget();
+    for (chunk_t *chunk = arena.chunks; chunk != NULL && arena.idle > keep; chunk = chunk->next) {
+        uint64_t idle = chunk->slices_resident & ~chunk->slices_used;
+        size_t n_idle = (size_t)__builtin_popcountll(idle);
+        if (n_idle <= keep) {
+            keep -= n_idle;
+            continue;
+        }
+        keep = 0;
+        while (idle) {
+            unsigned first = (unsigned)__builtin_ctzll(idle);
+            unsigned n = (unsigned)__builtin_ctzll(~(idle >> first));
+            purge_run(chunk, first, n, dontneed);
+            idle &= ~run_mask(first, n);
+        }
     }
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();

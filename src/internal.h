@@ -120,6 +120,7 @@ void cv_arena_free_abandoned(page_t *page);
 void *cv_arena_meta_alloc(size_t size);
 bool cv_arena_trim(void);
 size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
+size_t cv_arena_purge_excess(bool dontneed);
 void cv_arena_fork_prepare(void);
 void cv_arena_fork_parent(void);
 void cv_arena_fork_child(void);
@@ -219,6 +220,7 @@ extern _Atomic int cv_init_state; /* 2 when ready */
 /* ---- purge.c: when free memory goes back ------------------------------ */
 void cv_purge_init(void);
 void cv_purge_tick(void);   /* from slow paths: purge what has decayed */
+void cv_purge_excess(void); /* free slices past recent demand: now */
 bool cv_purge_trim(void);   /* malloc_trim: everything now */
 bool cv_purge_pressure(void); /* near the cgroup's memory limit */
 void cv_purge_fork_child(void);

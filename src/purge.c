@@ -7,6 +7,10 @@
  * Purging runs from the slow paths (a page going back to the arena, a large
  * block freed), at most twice per decay period, or from a background thread
  * with background=1, which also purges while the program sleeps.
+ * The decay is for memory likely to be reused; a heap that shrinks (frees
+ * beyond what it took in the last decay periods) gives that excess back at
+ * once (cv_arena_purge_excess), as an idle program would otherwise hold a
+ * decay period's worth of frees until its next call.
  *
  * Containers: pages given back with MADV_FREE stay charged to the cgroup
  * until the kernel reclaims them, and near memory.max the kernel throttles
@@ -217,6 +221,14 @@ void cv_purge_tick(void) {
     atomic_store_explicit(&purge.next_due, now + (step ? step : 1), memory_order_relaxed);
     pass(now);
     atomic_store_explicit(&purge.running, false, memory_order_release);
+}
+
+/* The arena holds more free slices than recent demand calls for (a heap
+ * shrinking): those go now, without waiting for the decay. */
+void cv_purge_excess(void) {
+    if (cv_options.purge == PURGE_NONE)
+        return;
+    cv_arena_purge_excess(cv_purge_pressure() || cv_options.purge == PURGE_DONTNEED);
 }
 
 bool cv_purge_trim(void) {

@@ -356,6 +356,44 @@ TEST_F(CarvePurge, WithTheDefaultDecayFreedMemoryIsPurgedOnceItHasWaited) {
         << "memory freed less than decay_ms ago was purged";
 }
 
+// A heap that shrinks (a program frees most of what it built, then goes
+// idle) gives its free pages back at once, not a decay period later: what
+// is freed beyond what the program took from the arena in the last one or
+// two decay periods is not likely to be needed again before it decays, and
+// an idle program makes no call that would purge it later.
+TEST_F(CarvePurge, AShrinkingHeapGivesItsFreePagesBackWithoutWaitingForTheDecay) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    ASSERT_TRUE(set_option("decay_ms=300"));
+    const size_t total = scaled(64 * kMiB, 32 * kMiB);
+    const Stats s0;
+    std::vector<Block> v = alloc_small(total, 9);
+    ASSERT_FALSE(v.empty());
+    // Two decay periods without a page going back: the allocations leave
+    // the window of recent demand.
+    sleep_ms(700);
+    const Stats s1;
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(free_all(v), 0u);
+    const Stats s2;
+    const auto took = std::chrono::steady_clock::now() - t0;
+    if (took >= std::chrono::milliseconds(300))
+        GTEST_SKIP() << "the frees took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                     << " ms, longer than the decay: nothing would tell the two rules apart";
+    // One chunk may stay idle whatever the demand, and one more may gather
+    // before a pass; the current page of each class stays.
+    EXPECT_LE(s2.small_committed(), s0.small_committed() + 12 * kMiB)
+        << "committed: " << s0.small_committed() / kMiB << " MiB at the start, "
+        << s1.small_committed() / kMiB << " MiB with the blocks, " << s2.small_committed() / kMiB
+        << " MiB right after the frees";
+    EXPECT_GE(s2.s.purged, s1.s.purged + total / 2);
+
+    // And the memory still works.
+    v = alloc_small(total / 4, 10);
+    ASSERT_FALSE(v.empty());
+    EXPECT_EQ(free_all(v), 0u);
+}
+
 // A large mapping that waits in the cache past the decay is purged with
 // MADV_FREE but stays mapped for reuse (its pages stay in place until the
 // kernel needs them): it leaves the committed figure, counts as purged, and
