@@ -3,10 +3,17 @@
  *
  * Three lists, as in mimalloc, so that no list is shared by two writers
  * without an atomic:
- *   free         what malloc pops (owner only)
- *   local_free   what the owner's free pushes (owner only)
+ *   free         what malloc pops and the owner's free pushes (owner only)
+ *   local_free   remote frees taken in while free still had blocks
  *   thread_free  what other threads' free pushes (one CAS each), taken in
  *                bulk by the owner with one exchange
+ * The owner's free pushes on free itself, not (as mimalloc does) on a
+ * list of its own: the block freed last is the next handed out, its lines
+ * still in this core's cache. With a separate list a freed block waited
+ * until free ran dry, a page's worth of allocations later; on random_sizes
+ * the L1 data misses (cachegrind) fell from 4.30M to 3.19M (jemalloc's
+ * LIFO caches: 3.54M). Remote frees wait a little longer (until free runs
+ * dry), which only delays their reuse.
  * malloc never looks at local_free or thread_free on its fast path; when
  * free runs dry the slow path folds them in (cv_page_collect), and only then
  * carves fresh blocks (cv_page_extend), so memory is touched in the order it

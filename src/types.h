@@ -98,8 +98,8 @@ enum page_state {
  */
 typedef struct page {
     /* owner-only: the allocation fast path reads these */
-    block_t *free;       /* what malloc pops */
-    block_t *local_free; /* what the owner's free pushes */
+    block_t *free;       /* what malloc pops and the owner's free pushes */
+    block_t *local_free; /* remote frees taken in while free had blocks */
     /* Blocks handed out and not yet returned to free/local_free, plus one
      * while the page is its class's current page (heap->direct), so that a
      * malloc/free loop on the current page never sees it "empty". Bit 31 is
