@@ -78,6 +78,7 @@ __attribute__((noreturn, cold)) void cv_assert_fail(const char *expr, const char
 
 /* ---- size_class.c ------------------------------------------------------ */
 extern const uint32_t cv_class_size[CLASS_COUNT];
+extern const uint64_t cv_class_magic[CLASS_COUNT];
 extern const uint8_t cv_class_slices[CLASS_COUNT];
 extern const uint8_t cv_class_small[17];
 

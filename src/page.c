@@ -113,5 +113,7 @@ void cv_page_collect(page_t *page) {
 
 bool cv_page_is_block(const page_t *page, uintptr_t a) {
     size_t off = a - (uintptr_t)page->start;
-    return off < (size_t)page->reserved * page->block_size && off % page->block_size == 0;
+    /* off < 4 MiB here, so the 32-bit multiple test applies (size_class.c) */
+    uint64_t c = cv_class_magic[page->class_idx];
+    return off < (size_t)page->reserved * page->block_size && (uint64_t)off * c <= c - 1;
 }
