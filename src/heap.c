@@ -313,6 +313,20 @@ static bool page_ready(page_t *page) {
     return page->free != NULL;
 }
 
+/* Slices for a new page of class c. debug=guards takes the last 4 KiB of
+ * each page of a debug heap, and page.c counts on at least 3 blocks being
+ * left: the one-slice pages of classes up to 64 KiB would keep 2 or fewer
+ * (none at 64 KiB), so debug pages of those classes are made bigger. */
+static size_t page_slices(const heap_t *heap, unsigned c) {
+    size_t n = cv_class_slices[c];
+    if (unlikely(heap->debug)) {
+        size_t need = (3 * (size_t)cv_class_size[c] + CARVE_PAGE + SLICE_SIZE - 1) >> SLICE_SHIFT;
+        if (n < need)
+            n = need;
+    }
+    return n;
+}
+
 static page_t *find_page(heap_t *heap, unsigned c) {
     if (unlikely(atomic_load_explicit(&heap->full_freed, memory_order_relaxed)))
         rescue_full(heap);
@@ -340,7 +354,7 @@ static page_t *find_page(heap_t *heap, unsigned c) {
         if (!page_to_full(heap, page))
             goto raced;
     }
-    page = cv_arena_page_alloc(cv_class_slices[c]);
+    page = cv_arena_page_alloc(page_slices(heap, c));
     if (page == NULL)
         return NULL;
     cv_page_init(page, c, heap);

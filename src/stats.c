@@ -10,6 +10,7 @@ stats_t cv_stats;
 
 typedef struct class_totals {
     size_t pages[CLASS_COUNT];
+    size_t mapped[CLASS_COUNT];   /* bytes of their slices */
     size_t live[CLASS_COUNT];     /* blocks */
     size_t carved[CLASS_COUNT];   /* blocks ever touched */
     size_t purged[CLASS_COUNT];
@@ -21,6 +22,8 @@ static void count_page(const page_t *page, void *arg) {
     class_totals_t *t = arg;
     unsigned c = page->class_idx;
     t->pages[c]++;
+    /* debug heaps' pages may be bigger than the class's (heap.c) */
+    t->mapped[c] += (size_t)page->slice_count << SLICE_SHIFT;
     uint32_t live = page->used & ~PAGE_IN_FULL;
     heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
     if (heap != NULL && heap->current[c] == page && live > 0)
@@ -45,10 +48,6 @@ static void totals(class_totals_t *t) {
     cv_arena_walk(count_page, count_arena, t);
 }
 
-static size_t page_bytes(unsigned c) {
-    return (size_t)cv_class_slices[c] << SLICE_SHIFT;
-}
-
 void cv_stats_read(struct carve_stats *st) {
     class_totals_t t;
     totals(&t);
@@ -59,7 +58,7 @@ void cv_stats_read(struct carve_stats *st) {
         k->size = cv_class_size[c];
         k->pages = t.pages[c];
         k->live = t.live[c];
-        k->mapped = t.pages[c] * page_bytes(c);
+        k->mapped = t.mapped[c];
         k->committed = t.carved[c] * cv_class_size[c];
         k->purged = t.purged[c];
         st->live += k->live * k->size;

@@ -710,7 +710,12 @@ TEST_F(CarvePurge, PerClassStatisticsAreConsistent) {
         EXPECT_GE(k.committed, k.live * k.size);
         if (k.pages > 0) {
             EXPECT_EQ(k.mapped % k.pages, 0u) << "pages of one class have one size";
-            EXPECT_GE(k.mapped / k.pages, 4 * k.size) << "a page holds at least 4 blocks";
+            EXPECT_GE(k.mapped / k.pages, k.size) << "a page holds a block";
+            // classes up to 64 KiB have one-slice pages (1 to 6 blocks
+            // above 8 KiB); pages of several slices hold at least 4 blocks
+            if (k.mapped / k.pages > 64 * 1024) {
+                EXPECT_GE(k.mapped / k.pages, 4 * k.size) << "a big page holds at least 4 blocks";
+            }
         } else {
             EXPECT_EQ(k.mapped, 0u);
             EXPECT_EQ(k.live, 0u);
