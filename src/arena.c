@@ -255,9 +255,10 @@ void cv_arena_free_abandoned(page_t *page) {
 /* Heap structures come from here: never returned (heaps are pooled and
  * reused), so remote threads can always read a heap they once saw. */
 void *cv_arena_meta_alloc(size_t size) {
-    /* 128: a heap holds page_t structures (aligned to 128, see types.h);
+    /* A heap holds page_t structures (aligned to 256, see types.h);
      * batches are kernel pages, so every piece keeps that alignment. */
-    size = (size + 127) & ~(size_t)127;
+    const size_t align = _Alignof(page_t);
+    size = (size + align - 1) & ~(align - 1);
     cv_arena_lock();
     if ((size_t)(arena.meta_end - arena.meta_cur) < size) {
         size_t batch = size > SLICE_SIZE ? size : SLICE_SIZE;
