@@ -90,6 +90,17 @@ static uint64_t run_mask(unsigned first, unsigned n) {
     return bits << first;
 }
 
+/* Starts a new window of demand when decay_ms has passed (called where
+ * slices change hands, with the arena lock held). */
+static void demand_window(uint64_t now) {
+    uint64_t window = cv_options.decay_ms ? cv_options.decay_ms : 1;
+    if (now - arena.window_ms >= window) {
+        arena.demand_prev = now - arena.window_ms < 2 * window ? arena.demand_cur : 0;
+        arena.demand_cur = 0;
+        arena.window_ms = now;
+    }
+}
+
 page_t *cv_arena_page_alloc(size_t slices) {
     unsigned n = (unsigned)slices;
     cv_arena_lock();
@@ -114,6 +125,7 @@ page_t *cv_arena_page_alloc(size_t slices) {
     }
     uint64_t mask = run_mask(first, n);
     arena.idle -= (size_t)__builtin_popcountll(chunk->slices_resident & mask);
+    demand_window(cv_os_now_ms());
     arena.demand_cur += n;
     chunk->slices_used |= mask;
     page_t *page = &chunk->pages[first];
@@ -160,12 +172,7 @@ void cv_arena_page_free_locked(page_t *page) {
     }
     chunk->slices_used &= ~run_mask(first, n);
     arena.idle += n; /* slices in use are always resident */
-    uint64_t window = cv_options.decay_ms ? cv_options.decay_ms : 1;
-    if (now - arena.window_ms >= window) {
-        arena.demand_prev = now - arena.window_ms < 2 * window ? arena.demand_cur : 0;
-        arena.demand_cur = 0;
-        arena.window_ms = now;
-    }
+    demand_window(now);
     page->state = PAGE_FREE;
     page->free = page->local_free = NULL;
     page->used = 0;
