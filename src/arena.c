@@ -104,9 +104,19 @@ static void demand_window(uint64_t now) {
 page_t *cv_arena_page_alloc(size_t slices) {
     unsigned n = (unsigned)slices;
     cv_arena_lock();
-    chunk_t *chunk = arena.chunks;
+    chunk_t *chunk;
     unsigned first = 0;
-    for (; chunk != NULL; chunk = chunk->next) {
+    /* Slices touched before first (resident, or purged lazily and perhaps
+     * still in place): a fresh slice adds to RSS where an old one may not,
+     * and an old one left idle only waits to be purged. */
+    for (chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
+        if ((unsigned)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_used) < n)
+            continue;
+        first = find_run(chunk->slices_used | ~chunk->slices_dirty, n);
+        if (first != 0)
+            break;
+    }
+    for (chunk = first ? chunk : arena.chunks; first == 0 && chunk != NULL; chunk = chunk->next) {
         if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
             continue;
         first = find_run(chunk->slices_used, n);
