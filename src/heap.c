@@ -423,6 +423,7 @@ heap_t *cv_heap_get_slow(void) {
     heap->full.first = heap->full.last = NULL;
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->next_free = NULL;
+    heap->debug = false; /* a pooled heap may have served debug mode */
     heap->owner = cv_thread_id();
     cv_tl_heap = heap;
     /* Keys below PTHREAD_KEY_2NDLEVEL_SIZE need no allocation in glibc; if
