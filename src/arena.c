@@ -204,10 +204,14 @@ static size_t idle_budget(void) {
     return demand > IDLE_FLOOR ? demand : IDLE_FLOOR;
 }
 
+static bool over_budget(void) {
+    return arena.idle > idle_budget() + IDLE_STEP;
+}
+
 void cv_arena_page_free(page_t *page) {
     cv_arena_lock();
     cv_arena_page_free_locked(page);
-    bool excess = arena.idle > idle_budget() + IDLE_STEP;
+    bool excess = over_budget();
     cv_arena_unlock();
     if (excess)
         cv_purge_excess();
@@ -257,15 +261,19 @@ page_t *cv_arena_adopt(unsigned class_idx) {
 /* A remote free landed in a page with no owner: collect its remote frees
  * and give the page back once nothing in it is live. */
 void cv_arena_free_abandoned(page_t *page) {
+    bool excess = false;
     cv_arena_lock();
     if (page->state == PAGE_ABANDONED) {
         cv_page_collect(page);
         if (page->used == 0) {
             abandoned_unlink(page);
             cv_arena_page_free_locked(page);
+            excess = over_budget();
         }
     }
     cv_arena_unlock();
+    if (excess)
+        cv_purge_excess();
 }
 
 /* ---- metadata ----------------------------------------------------------- */

@@ -172,6 +172,7 @@ static void pass(uint64_t now) {
     uint64_t decay = pressure ? 0 : cv_options.decay_ms;
     bool dontneed = pressure || cv_options.purge == PURGE_DONTNEED;
     cv_arena_purge(now, decay, dontneed);
+    cv_arena_purge_excess(dontneed);
     cv_large_purge(now, decay, dontneed);
 }
 
@@ -228,7 +229,13 @@ void cv_purge_tick(void) {
 void cv_purge_excess(void) {
     if (cv_options.purge == PURGE_NONE)
         return;
-    cv_arena_purge_excess(cv_purge_pressure() || cv_options.purge == PURGE_DONTNEED);
+    bool pressure = cv_purge_pressure();
+    /* background=1 keeps madvise off the program's threads: the purger's
+     * next pass (within half a decay period) takes the excess */
+    if (cv_options.background && !pressure &&
+        atomic_load_explicit(&purge.thread_started, memory_order_relaxed))
+        return;
+    cv_arena_purge_excess(pressure || cv_options.purge == PURGE_DONTNEED);
 }
 
 bool cv_purge_trim(void) {

@@ -394,6 +394,33 @@ TEST_F(CarvePurge, AShrinkingHeapGivesItsFreePagesBackWithoutWaitingForTheDecay)
     EXPECT_EQ(free_all(v), 0u);
 }
 
+// The same when the blocks belonged to a thread that has exited: its pages
+// wait as abandoned pages, and the frees that empty them (from another
+// thread) give them back at once too.
+TEST_F(CarvePurge, PagesOfAnExitedThreadThatEmptyGoBackWithoutWaitingForTheDecay) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    ASSERT_TRUE(set_option("decay_ms=300"));
+    const size_t total = scaled(64 * kMiB, 32 * kMiB);
+    const Stats s0;
+    std::vector<Block> v;
+    std::thread([&] { v = alloc_small(total, 11); }).join();
+    ASSERT_FALSE(v.empty());
+    sleep_ms(700);
+    const Stats s1;
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_EQ(free_all(v), 0u);
+    const Stats s2;
+    const auto took = std::chrono::steady_clock::now() - t0;
+    if (took >= std::chrono::milliseconds(300))
+        GTEST_SKIP() << "the frees took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                     << " ms, longer than the decay: nothing would tell the two rules apart";
+    EXPECT_LE(s2.small_committed(), s0.small_committed() + 12 * kMiB)
+        << "committed: " << s0.small_committed() / kMiB << " MiB at the start, "
+        << s1.small_committed() / kMiB << " MiB with the blocks, " << s2.small_committed() / kMiB
+        << " MiB right after the frees";
+}
+
 // A large mapping that waits in the cache past the decay is purged with
 // MADV_FREE but stays mapped for reuse (its pages stay in place until the
 // kernel needs them): it leaves the committed figure, counts as purged, and
