@@ -24,7 +24,10 @@
 #include <stdlib.h>
 
 static struct {
-    _Atomic uint64_t next_due; /* ms: no pass before this */
+    /* ms: when the last pass ran. A pass is due half a decay period later,
+     * with the decay in force now: a decay shortened at run time takes
+     * effect at once, not after the wait the old one set. */
+    _Atomic uint64_t last_pass;
     size_t limit;              /* cgroup memory limit in bytes, 0 if none */
     _Atomic bool thread_started;
     _Atomic bool running;      /* one pass at a time */
@@ -213,13 +216,13 @@ void cv_purge_tick(void) {
             return;
     }
     uint64_t now = cv_os_now_ms();
-    if (now < atomic_load_explicit(&purge.next_due, memory_order_relaxed))
+    uint64_t step = cv_options.decay_ms / 2;
+    if (now - atomic_load_explicit(&purge.last_pass, memory_order_relaxed) < (step ? step : 1))
         return;
     bool idle = false;
     if (!atomic_compare_exchange_strong(&purge.running, &idle, true))
         return; /* another thread is at it */
-    uint64_t step = cv_options.decay_ms / 2;
-    atomic_store_explicit(&purge.next_due, now + (step ? step : 1), memory_order_relaxed);
+    atomic_store_explicit(&purge.last_pass, now, memory_order_relaxed);
     pass(now);
     atomic_store_explicit(&purge.running, false, memory_order_release);
 }
