@@ -104,24 +104,24 @@ static void demand_window(uint64_t now) {
 page_t *cv_arena_page_alloc(size_t slices) {
     unsigned n = (unsigned)slices;
     cv_arena_lock();
-    chunk_t *chunk;
-    unsigned first = 0;
     /* Slices touched before first (resident, or purged lazily and perhaps
      * still in place): a fresh slice adds to RSS where an old one may not,
-     * and an old one left idle only waits to be purged. */
+     * and an old one left idle only waits to be purged. Otherwise the first
+     * run found, newest chunk first. */
+    chunk_t *chunk, *fallback = NULL;
+    unsigned first = 0, fallback_first = 0;
     for (chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
-        if ((unsigned)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_used) < n)
+        if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
             continue;
         first = find_run(chunk->slices_used | ~chunk->slices_dirty, n);
         if (first != 0)
             break;
+        if (fallback == NULL && (fallback_first = find_run(chunk->slices_used, n)) != 0)
+            fallback = chunk;
     }
-    for (chunk = first ? chunk : arena.chunks; first == 0 && chunk != NULL; chunk = chunk->next) {
-        if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
-            continue;
-        first = find_run(chunk->slices_used, n);
-        if (first != 0)
-            break;
+    if (chunk == NULL && fallback != NULL) {
+        chunk = fallback;
+        first = fallback_first;
     }
     bool grew = false;
     if (chunk == NULL) {
@@ -400,7 +400,7 @@ size_t cv_arena_purge_excess(bool dontneed) {
     cv_arena_lock();
     size_t before = cv_stats.small_purged;
     size_t keep = idle_budget();
-    for (chunk_t *chunk = arena.chunks; chunk != NULL && arena.idle > keep; chunk = chunk->next) {
+    for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
         uint64_t idle = chunk->slices_resident & ~chunk->slices_used;
         size_t n_idle = (size_t)__builtin_popcountll(idle);
         if (n_idle <= keep) {

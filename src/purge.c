@@ -168,12 +168,18 @@ bool cv_purge_pressure(void) {
 
 /* ---- passes ------------------------------------------------------------- */
 
+/* MADV_DONTNEED when asked for, or near the cgroup limit (lazily freed
+ * pages still count against it). */
+static bool use_dontneed(bool pressure) {
+    return pressure || cv_options.purge == PURGE_DONTNEED;
+}
+
 static void pass(uint64_t now) {
     if (cv_options.purge == PURGE_NONE)
         return;
     bool pressure = cv_purge_pressure();
     uint64_t decay = pressure ? 0 : cv_options.decay_ms;
-    bool dontneed = pressure || cv_options.purge == PURGE_DONTNEED;
+    bool dontneed = use_dontneed(pressure);
     cv_arena_purge(now, decay, dontneed);
     cv_arena_purge_excess(dontneed);
     cv_large_purge(now, decay, dontneed);
@@ -238,7 +244,7 @@ void cv_purge_excess(void) {
     if (cv_options.background && !pressure &&
         atomic_load_explicit(&purge.thread_started, memory_order_relaxed))
         return;
-    cv_arena_purge_excess(pressure || cv_options.purge == PURGE_DONTNEED);
+    cv_arena_purge_excess(use_dontneed(pressure));
 }
 
 bool cv_purge_trim(void) {
