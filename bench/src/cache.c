@@ -30,6 +30,7 @@ struct worker {
 static void *work(void *arg)
 {
     struct worker *w = arg;
+    uint64_t sum = 0;
     if (w->given != NULL)
         free(w->given);
     for (long r = 0; r < w->rounds; r++) {
@@ -44,10 +45,11 @@ static void *work(void *arg)
             if (p[j] != (unsigned char)(start + WRITES))
                 die("cache: object %p byte %d is %u, expected %u", (void *)p, j, p[j],
                     (unsigned char)(start + WRITES));
-            w->sum += p[j] * (uint64_t)(j + 1);
+            sum += p[j] * (uint64_t)(j + 1);
         }
         free((void *)p);
     }
+    w->sum = sum; /* once: see run_threads */
     return NULL;
 }
 

@@ -33,17 +33,19 @@ struct worker {
 static void *work(void *arg)
 {
     struct worker *w = arg;
-    uint64_t rng = 1000 + (uint64_t)w->id;
+    uint64_t rng = 1000 + (uint64_t)w->id, alloc_sum = 0, free_sum = 0;
     for (long n = 0; n < w->ops; n++) {
         size_t slot = rng_range(&rng, 0, SLOTS - 1);
         size_t size = rng_range(&rng, MIN_SIZE, MAX_SIZE);
         uint64_t seed = ((uint64_t)(w->id + 1) << 40) | (uint64_t)n;
         void *fresh = tb_new(size, seed), *old;
-        w->alloc_sum += block_hash(size, seed);
+        alloc_sum += block_hash(size, seed);
         old = atomic_exchange(&slots[slot], fresh);
         if (old != NULL)
-            w->free_sum += tb_free(old, "larson");
+            free_sum += tb_free(old, "larson");
     }
+    w->alloc_sum = alloc_sum; /* once: see run_threads */
+    w->free_sum = free_sum;
     return NULL;
 }
 

@@ -40,7 +40,7 @@ static void *work(void *arg)
     struct worker *w = arg;
     void **shorts = calloc(SHORT_SLOTS, sizeof(void *));
     void **longs = calloc(LONG_SLOTS, sizeof(void *));
-    uint64_t rng = 31337 + (uint64_t)w->id;
+    uint64_t rng = 31337 + (uint64_t)w->id, alloc_sum = 0, free_sum = 0;
     if (shorts == NULL || longs == NULL)
         die("calloc failed");
     for (long n = 0; n < w->ops; n++) {
@@ -48,24 +48,26 @@ static void *work(void *arg)
         uint64_t seed = ((uint64_t)(w->id + 1) << 40) | (uint64_t)n;
         unsigned kind = (unsigned)(rng_next(&rng) % 16);
         void *p = tb_new(size, seed), **slot;
-        w->alloc_sum += block_hash(size, seed);
+        alloc_sum += block_hash(size, seed);
         if (kind < 8) { /* dies at once */
-            w->free_sum += tb_free(p, "random_sizes");
+            free_sum += tb_free(p, "random_sizes");
             continue;
         }
         slot = kind < 15 ? &shorts[rng_next(&rng) % SHORT_SLOTS] : &longs[rng_next(&rng) % LONG_SLOTS];
         if (*slot != NULL)
-            w->free_sum += tb_free(*slot, "random_sizes");
+            free_sum += tb_free(*slot, "random_sizes");
         *slot = p;
     }
     for (int i = 0; i < SHORT_SLOTS; i++)
         if (shorts[i] != NULL)
-            w->free_sum += tb_free(shorts[i], "random_sizes (end)");
+            free_sum += tb_free(shorts[i], "random_sizes (end)");
     for (int i = 0; i < LONG_SLOTS; i++)
         if (longs[i] != NULL)
-            w->free_sum += tb_free(longs[i], "random_sizes (end)");
+            free_sum += tb_free(longs[i], "random_sizes (end)");
     free(shorts);
     free(longs);
+    w->alloc_sum = alloc_sum; /* once: see run_threads */
+    w->free_sum = free_sum;
     return NULL;
 }
 

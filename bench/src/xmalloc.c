@@ -69,18 +69,19 @@ static int take(struct batch *b)
 static void *producer(void *arg)
 {
     struct worker *w = arg;
-    uint64_t rng = 7000 + (uint64_t)w->id;
+    uint64_t rng = 7000 + (uint64_t)w->id, alloc_sum = 0;
     struct batch b = { .n = 0 };
     for (long i = 0; i < w->blocks; i++) {
         size_t size = rng_range(&rng, 16, 512);
         uint64_t seed = ((uint64_t)(w->id + 1) << 40) | (uint64_t)i;
         b.blocks[b.n++] = tb_new(size, seed);
-        w->alloc_sum += block_hash(size, seed);
+        alloc_sum += block_hash(size, seed);
         if (b.n == BATCH || i == w->blocks - 1) {
             put(&b);
             b.n = 0;
         }
     }
+    w->alloc_sum = alloc_sum; /* once: see run_threads */
     pthread_mutex_lock(&q.lock);
     if (--q.producers_left == 0)
         pthread_cond_broadcast(&q.not_empty);
@@ -92,11 +93,15 @@ static void *consumer(void *arg)
 {
     struct worker *w = arg;
     struct batch b;
+    uint64_t free_sum = 0;
+    long freed = 0;
     while (take(&b)) {
         for (int i = 0; i < b.n; i++)
-            w->free_sum += tb_free(b.blocks[i], "xmalloc");
-        w->freed += b.n;
+            free_sum += tb_free(b.blocks[i], "xmalloc");
+        freed += b.n;
     }
+    w->free_sum = free_sum; /* once: see run_threads */
+    w->freed = freed;
     return NULL;
 }
 
