@@ -303,10 +303,12 @@ void *cv_arena_meta_alloc(size_t size) {
 
 /* ---- purging ------------------------------------------------------------ */
 
-static void purge_run(chunk_t *chunk, unsigned first, unsigned n, bool dontneed) {
+/* Queues the run on the batch (flushed before the arena lock is let go)
+ * and does the accounting now. */
+static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, unsigned n) {
     uint64_t mask = run_mask(first, n);
-    bool zero = cv_os_purge((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT),
-                            (size_t)n << SLICE_SHIFT, dontneed);
+    bool zero = cv_os_purge_zeroes(batch->dontneed);
+    cv_os_purge_add(batch, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
     uint64_t was_resident = chunk->slices_resident & mask;
     uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
     chunk->slices_resident &= ~mask;
@@ -343,6 +345,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
     cv_arena_lock();
     size_t before = cv_stats.small_purged;
     unsigned empty_kept = 0;
+    os_purge_batch_t batch = {.n = 0, .dontneed = dontneed};
     for (chunk_t **link = &arena.chunks; *link != NULL;) {
         chunk_t *chunk = *link;
         /* MADV_DONTNEED also takes back what an earlier MADV_FREE left
@@ -357,7 +360,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
                    chunk->slice_freed_ms[first + n] + decay_ms <= now)
                 n++;
             if (n > 0)
-                purge_run(chunk, first, n, dontneed);
+                purge_run(&batch, chunk, first, n);
             idle &= ~run_mask(first, n > 0 ? n : 1);
         }
         bool empty = chunk->slices_used == 1 && chunk->slices_resident == 1;
@@ -375,6 +378,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             map_set((uintptr_t)chunk, MAP_NONE);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;
+            cv_os_purge_flush(&batch); /* it may hold runs of this chunk */
             cv_os_unmap(chunk, CHUNK_SIZE);
             continue;
         } else {
@@ -382,6 +386,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         }
         link = &chunk->next;
     }
+    cv_os_purge_flush(&batch);
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
     return purged;
@@ -400,6 +405,7 @@ size_t cv_arena_purge_excess(bool dontneed) {
     cv_arena_lock();
     size_t before = cv_stats.small_purged;
     size_t keep = idle_budget();
+    os_purge_batch_t batch = {.n = 0, .dontneed = dontneed};
     for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
         uint64_t idle = chunk->slices_resident & ~chunk->slices_used;
         size_t n_idle = (size_t)__builtin_popcountll(idle);
@@ -411,10 +417,11 @@ size_t cv_arena_purge_excess(bool dontneed) {
         while (idle) {
             unsigned first = (unsigned)__builtin_ctzll(idle);
             unsigned n = (unsigned)__builtin_ctzll(~(idle >> first));
-            purge_run(chunk, first, n, dontneed);
+            purge_run(&batch, chunk, first, n);
             idle &= ~run_mask(first, n);
         }
     }
+    cv_os_purge_flush(&batch);
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
     return purged;

@@ -31,6 +31,18 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
 bool cv_os_protect(void *p, size_t size, bool rw);
 bool cv_os_discard(void *p, size_t size);
 bool cv_os_purge(void *p, size_t size, bool dontneed);
+/* Ranges purged together, with one system call where the kernel allows it
+ * (os.c). Flush before the ranges can be reused: a range handed out while
+ * still waiting here would lose what its new owner writes. */
+#define OS_PURGE_BATCH 64
+typedef struct {
+    struct { void *base; size_t len; } range[OS_PURGE_BATCH]; /* = struct iovec */
+    unsigned n;
+    bool dontneed;
+} os_purge_batch_t;
+bool cv_os_purge_zeroes(bool dontneed); /* will purged pages read as zero? */
+void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size);
+void cv_os_purge_flush(os_purge_batch_t *b);
 uint64_t cv_os_now_ms(void);
 void cv_os_sleep_ms(unsigned ms);
 size_t cv_os_read_file(const char *path, char *buf, size_t cap);

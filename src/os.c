@@ -10,6 +10,8 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,6 +104,69 @@ bool cv_os_purge(void *p, size_t size, bool dontneed) {
 #endif
     madvise(p, size, MADV_DONTNEED);
     return true;
+}
+
+/* MADV_FREE in force: a zero-length call checks the advice and nothing
+ * else, so the answer comes without touching any memory. */
+bool cv_os_purge_zeroes(bool dontneed) {
+#ifdef MADV_FREE
+    if (dontneed || atomic_load_explicit(&madv_free_broken, memory_order_relaxed))
+        return true;
+    static _Atomic bool probed;
+    if (!atomic_load_explicit(&probed, memory_order_relaxed)) {
+        if (madvise((void *)(uintptr_t)4096, 0, MADV_FREE) != 0)
+            atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
+        atomic_store_explicit(&probed, true, memory_order_relaxed);
+    }
+    return atomic_load_explicit(&madv_free_broken, memory_order_relaxed);
+#else
+    (void)dontneed;
+    return true;
+#endif
+}
+
+/* A purge pass gives back many short runs (the free slices between live
+ * pages): one madvise each cost 65-80 us on a virtual machine here, most of
+ * it the TLB flush, while process_madvise(2) takes many ranges at once: 512
+ * ranges of 64 KiB took 4 ms, against 34-40 ms one by one (Linux 6.18).
+ * Recent kernels allow it: 6.13 opened every advice to a process's own
+ * memory, and the PIDFD_SELF_THREAD sentinel that came after names it with
+ * no file descriptor, so nothing needs redoing after fork. Older kernels,
+ * and seccomp filters that refuse the call, get one madvise per range. */
+#define PIDFD_SELF_THREAD_ (-10000)
+static _Atomic bool batch_broken;
+
+void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size) {
+    if (size == 0)
+        return;
+    if (b->n == OS_PURGE_BATCH)
+        cv_os_purge_flush(b);
+    b->range[b->n].base = p;
+    b->range[b->n].len = size;
+    b->n++;
+}
+
+void cv_os_purge_flush(os_purge_batch_t *b) {
+    unsigned done = 0;
+#if defined(SYS_process_madvise) && defined(MADV_FREE)
+    bool dontneed = cv_os_purge_zeroes(b->dontneed);
+    if (b->n > 1 && !atomic_load_explicit(&batch_broken, memory_order_relaxed)) {
+        _Static_assert(sizeof b->range[0] == sizeof(struct iovec), "iovec layout");
+        long r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_, (const struct iovec *)b->range,
+                         (size_t)b->n, dontneed ? MADV_DONTNEED : MADV_FREE, 0u);
+        if (r < 0) {
+            atomic_store_explicit(&batch_broken, true, memory_order_relaxed);
+        } else {
+            /* a short count (not seen in practice): the rest one by one */
+            size_t left = (size_t)r;
+            while (done < b->n && left >= b->range[done].len)
+                left -= b->range[done++].len;
+        }
+    }
+#endif
+    for (unsigned i = done; i < b->n; i++)
+        cv_os_purge(b->range[i].base, b->range[i].len, b->dontneed);
+    b->n = 0;
 }
 
 uint64_t cv_os_now_ms(void) {
