@@ -303,26 +303,40 @@ void *cv_arena_meta_alloc(size_t size) {
 
 /* ---- purging ------------------------------------------------------------ */
 
-/* Queues the run on the batch (flushed before the arena lock is let go)
- * and does the accounting now. */
-static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, unsigned n) {
-    uint64_t mask = run_mask(first, n);
-    bool zero = cv_os_purge_zeroes(batch->dontneed);
-    cv_os_purge_add(batch, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
-    uint64_t was_resident = chunk->slices_resident & mask;
-    uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
-    chunk->slices_resident &= ~mask;
-    arena.idle -= (size_t)__builtin_popcountll(was_resident);
-    if (zero) {
+/* The runs of a purge pass go to the kernel in batches (os.c), flushed
+ * before the arena lock is let go: no slice is handed out while its purge
+ * waits. A queued run is counted as lazily freed (MADV_FREE: no longer
+ * resident, contents undefined); the runs that the flush reports as
+ * zeroed (MADV_DONTNEED) then lose their dirty bits, so calloc need not
+ * clear them. A purge that fails (locked memory) leaves them dirty. */
+static void purge_flush(os_purge_batch_t *batch) {
+    uint64_t zeroed = cv_os_purge_flush(batch);
+    for (; zeroed; zeroed &= zeroed - 1) {
+        uintptr_t a = (uintptr_t)batch->range[__builtin_ctzll(zeroed)].base;
+        size_t len = batch->range[__builtin_ctzll(zeroed)].len;
+        chunk_t *chunk = (chunk_t *)(a & ~(uintptr_t)(CHUNK_SIZE - 1));
+        uint64_t mask = run_mask((unsigned)((a - (uintptr_t)chunk) >> SLICE_SHIFT),
+                                 (unsigned)(len >> SLICE_SHIFT));
+        uint64_t lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
         chunk->slices_dirty &= ~mask;
         atomic_fetch_sub_explicit(&cv_stats.small_lazy,
-                                  (size_t)__builtin_popcountll(was_lazy) << SLICE_SHIFT,
-                                  memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&cv_stats.small_lazy,
-                                  (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT,
+                                  (size_t)__builtin_popcountll(lazy) << SLICE_SHIFT,
                                   memory_order_relaxed);
     }
+    batch->n = 0;
+}
+
+static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, unsigned n) {
+    uint64_t mask = run_mask(first, n);
+    if (batch->n == OS_PURGE_BATCH)
+        purge_flush(batch);
+    cv_os_purge_add(batch, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
+    uint64_t was_resident = chunk->slices_resident & mask;
+    chunk->slices_resident &= ~mask;
+    arena.idle -= (size_t)__builtin_popcountll(was_resident);
+    atomic_fetch_add_explicit(&cv_stats.small_lazy,
+                              (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT,
+                              memory_order_relaxed);
     size_t bytes = (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT;
     atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
     cv_stats.small_purged += bytes;
@@ -378,7 +392,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             map_set((uintptr_t)chunk, MAP_NONE);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;
-            cv_os_purge_flush(&batch); /* it may hold runs of this chunk */
+            purge_flush(&batch); /* it may hold runs of this chunk */
             cv_os_unmap(chunk, CHUNK_SIZE);
             continue;
         } else {
@@ -386,7 +400,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         }
         link = &chunk->next;
     }
-    cv_os_purge_flush(&batch);
+    purge_flush(&batch);
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
     return purged;
@@ -421,7 +435,7 @@ size_t cv_arena_purge_excess(bool dontneed) {
             idle &= ~run_mask(first, n);
         }
     }
-    cv_os_purge_flush(&batch);
+    purge_flush(&batch);
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
     return purged;

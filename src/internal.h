@@ -40,9 +40,10 @@ typedef struct {
     unsigned n;
     bool dontneed;
 } os_purge_batch_t;
-bool cv_os_purge_zeroes(bool dontneed); /* will purged pages read as zero? */
-void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size);
-void cv_os_purge_flush(os_purge_batch_t *b);
+void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size); /* n < OS_PURGE_BATCH */
+/* Purges the ranges (the caller then empties the batch); returns a bit for
+ * each range that now reads as zero (range i: bit i). */
+uint64_t cv_os_purge_flush(const os_purge_batch_t *b);
 uint64_t cv_os_now_ms(void);
 void cv_os_sleep_ms(unsigned ms);
 size_t cv_os_read_file(const char *path, char *buf, size_t cap);

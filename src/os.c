@@ -89,33 +89,43 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
  * under memory pressure, and a page written again before that is simply
  * kept; but they stay in RSS until taken. MADV_DONTNEED drops them at once
  * and they fault in as zero. Where MADV_FREE is refused (older kernels,
- * some file systems) carve falls back to MADV_DONTNEED for good. */
+ * some file systems) carve falls back to MADV_DONTNEED for good. Both fail
+ * on locked memory (mlockall): the pages then keep what they hold, and
+ * saying so keeps calloc clearing them. errno is left as it was: free()
+ * purges, and must not change it. */
 static _Atomic bool madv_free_broken;
 
 bool cv_os_purge(void *p, size_t size, bool dontneed) {
     if (size == 0)
         return false;
+    int saved = errno;
+    bool zero = false;
 #ifdef MADV_FREE
     if (!dontneed && !atomic_load_explicit(&madv_free_broken, memory_order_relaxed)) {
         if (madvise(p, size, MADV_FREE) == 0)
-            return false;
+            goto out;
         atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
     }
 #endif
-    madvise(p, size, MADV_DONTNEED);
-    return true;
+    zero = madvise(p, size, MADV_DONTNEED) == 0;
+out:
+    errno = saved;
+    return zero;
 }
 
-/* MADV_FREE in force: a zero-length call checks the advice and nothing
- * else, so the answer comes without touching any memory. */
-bool cv_os_purge_zeroes(bool dontneed) {
+/* Whether a purge now uses MADV_DONTNEED (pages read as zero after it) or
+ * MADV_FREE. A zero-length call checks the advice (and the alignment of
+ * the address, so one aligned for any page size) and touches nothing. */
+static bool purge_dontneed(bool dontneed) {
 #ifdef MADV_FREE
     if (dontneed || atomic_load_explicit(&madv_free_broken, memory_order_relaxed))
         return true;
     static _Atomic bool probed;
     if (!atomic_load_explicit(&probed, memory_order_relaxed)) {
-        if (madvise((void *)(uintptr_t)4096, 0, MADV_FREE) != 0)
+        int saved = errno;
+        if (madvise((void *)(uintptr_t)CHUNK_SIZE, 0, MADV_FREE) != 0)
             atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
+        errno = saved;
         atomic_store_explicit(&probed, true, memory_order_relaxed);
     }
     return atomic_load_explicit(&madv_free_broken, memory_order_relaxed);
@@ -132,41 +142,70 @@ bool cv_os_purge_zeroes(bool dontneed) {
  * Recent kernels allow it: 6.13 opened every advice to a process's own
  * memory, and the PIDFD_SELF_THREAD sentinel that came after names it with
  * no file descriptor, so nothing needs redoing after fork. Older kernels,
- * and seccomp filters that refuse the call, get one madvise per range. */
+ * and any error, get one madvise per range from then on.
+ *
+ * A seccomp filter installed after carve started may kill the process on a
+ * system call it does not list (sshd's sandbox, Chromium's renderers; and
+ * /etc/ld.so.preload puts carve into them): malloc's usual calls are
+ * allowed there, process_madvise is not. So a batch goes through it only
+ * while the calling thread's status reads "Seccomp: 0" (filters are per
+ * thread and never removed: the first sign of one, or a status that cannot
+ * be read, ends batching for the process). Reading it costs three cheap
+ * calls, so short batches are not worth it. */
 #define PIDFD_SELF_THREAD_ (-10000)
-static _Atomic bool batch_broken;
+#define BATCH_MIN 8
+static _Atomic bool batch_off;
+
+static bool seccomp_free(void) {
+    char buf[3072];
+    if (cv_os_read_file("/proc/thread-self/status", buf, sizeof buf) == 0)
+        return false;
+    const char *f = strstr(buf, "\nSeccomp:");
+    if (f == NULL) /* a kernel without seccomp, or a status longer than buf */
+        return false;
+    f += strlen("\nSeccomp:");
+    while (*f == ' ' || *f == '\t')
+        f++;
+    return *f == '0';
+}
 
 void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size) {
-    if (size == 0)
-        return;
-    if (b->n == OS_PURGE_BATCH)
-        cv_os_purge_flush(b);
+    CV_ASSERT(b->n < OS_PURGE_BATCH);
     b->range[b->n].base = p;
     b->range[b->n].len = size;
     b->n++;
 }
 
-void cv_os_purge_flush(os_purge_batch_t *b) {
+uint64_t cv_os_purge_flush(const os_purge_batch_t *b) {
     unsigned done = 0;
+    uint64_t zeroed = 0;
+    int saved = errno;
+    bool dontneed = purge_dontneed(b->dontneed);
 #if defined(SYS_process_madvise) && defined(MADV_FREE)
-    bool dontneed = cv_os_purge_zeroes(b->dontneed);
-    if (b->n > 1 && !atomic_load_explicit(&batch_broken, memory_order_relaxed)) {
+    if (b->n >= BATCH_MIN && !atomic_load_explicit(&batch_off, memory_order_relaxed)) {
         _Static_assert(sizeof b->range[0] == sizeof(struct iovec), "iovec layout");
-        long r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_, (const struct iovec *)b->range,
-                         (size_t)b->n, dontneed ? MADV_DONTNEED : MADV_FREE, 0u);
+        long r = -1;
+        if (seccomp_free())
+            r = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_, (const struct iovec *)b->range,
+                        (size_t)b->n, dontneed ? MADV_DONTNEED : MADV_FREE, 0u);
         if (r < 0) {
-            atomic_store_explicit(&batch_broken, true, memory_order_relaxed);
+            atomic_store_explicit(&batch_off, true, memory_order_relaxed);
         } else {
             /* a short count (not seen in practice): the rest one by one */
             size_t left = (size_t)r;
             while (done < b->n && left >= b->range[done].len)
                 left -= b->range[done++].len;
+            if (dontneed)
+                zeroed = done == 64 ? ~(uint64_t)0 : ((uint64_t)1 << done) - 1;
         }
     }
 #endif
-    for (unsigned i = done; i < b->n; i++)
-        cv_os_purge(b->range[i].base, b->range[i].len, b->dontneed);
-    b->n = 0;
+    for (unsigned i = done; i < b->n; i++) {
+        if (cv_os_purge(b->range[i].base, b->range[i].len, dontneed))
+            zeroed |= (uint64_t)1 << i;
+    }
+    errno = saved;
+    return zeroed;
 }
 
 uint64_t cv_os_now_ms(void) {
