@@ -93,15 +93,15 @@ __attribute__((noreturn, cold)) void cv_assert_fail(const char *expr, const char
 extern const uint32_t cv_class_size[CLASS_COUNT];
 extern const uint64_t cv_class_magic[CLASS_COUNT];
 extern const uint8_t cv_class_slices[CLASS_COUNT];
-extern const uint8_t cv_class_small[17];
+extern const uint8_t cv_class_small[65];
 
-/* Size to class: a table up to 128 bytes, then four classes per doubling
+/* Size to class: a table up to 512 bytes, then four classes per doubling
  * from the position of the highest bit (about 8 instructions). */
 CARVE_INLINE unsigned cv_size_class(size_t size) {
-    if (size <= 128)
+    if (size <= 512)
         return cv_class_small[(size + 7) >> 3];
     unsigned k = 63u - (unsigned)__builtin_clzl(size - 1); /* size in (2^k, 2^(k+1)] */
-    return (k - 7) * 4 + 9 + (unsigned)(((size - 1) >> (k - 2)) & 3);
+    return (k - 9) * 4 + 25 + (unsigned)(((size - 1) >> (k - 2)) & 3);
 }
 
 /* ---- arena.c: chunks, slices and the chunk map ------------------------- */

@@ -75,7 +75,7 @@ enum map_kind {
  * worst-case internal waste 25% just above a power of two, 12.5% on average
  * over uniformly spread sizes (jemalloc's spacing). */
 #define SMALL_MAX ((size_t)256 << 10)
-#define CLASS_COUNT 53
+#define CLASS_COUNT 61
 #define ALIGN_MIN 16 /* x86-64 ABI: max_align_t for blocks of 16 bytes up */
 
 /* ---- blocks and pages --------------------------------------------------- */

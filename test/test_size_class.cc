@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -110,6 +111,21 @@ TEST(CarveSizeClass, WasteIsAtMostAQuarterPlusSixteenUpTo256KiB) {
         if (!ok && failures++ < 20)
             ADD_FAILURE() << "malloc(" << s.size << ") has usable size " << s.usable
                           << ", more than size * 1.25 + 16";
+    }
+    EXPECT_EQ(failures, 0);
+}
+
+// Eight classes per doubling up to 512 bytes (steps of 16, then 32): blocks
+// of a few hundred bytes are much of most heaps (size_class.c).
+TEST(CarveSizeClass, WasteIsAtMostFifteenBytesOrAnEighthUpTo512) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    int failures = 0;
+    for (const Sample &s : samples()) {
+        if (s.size > 512)
+            break;
+        if (s.usable > s.size + std::max<size_t>(15, s.size / 8) && failures++ < 20)
+            ADD_FAILURE() << "malloc(" << s.size << ") has usable size " << s.usable;
     }
     EXPECT_EQ(failures, 0);
 }
