@@ -77,6 +77,9 @@ struct carve_stats {
     size_t mapped;          /* chunks and large mappings (address space) */
     size_t committed;       /* touched and not purged: small slices + large */
     size_t purged;          /* small slices and cached large mappings given back */
+    size_t lazy;            /* given back with MADV_FREE and not used since: the
+                               kernel takes it when it needs memory, and until then
+                               it stays in RSS (LazyFree in smaps) */
     size_t live;            /* bytes in live blocks, small (by class) and large */
     size_t chunks;          /* 4 MiB chunks mapped now */
     size_t large_live;      /* live large blocks (count) */

@@ -385,6 +385,9 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         } else if (now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
                    empty_kept >= CHUNKS_RETAINED) {
             *link = chunk->next;
+            /* first: the batch may hold runs of this chunk, and the flush
+             * takes the slices it zeroes out of small_lazy itself */
+            purge_flush(&batch);
             atomic_fetch_sub_explicit(&cv_stats.small_lazy,
                                       (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident)
                                           << SLICE_SHIFT,
@@ -392,7 +395,6 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             map_set((uintptr_t)chunk, MAP_NONE);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;
-            purge_flush(&batch); /* it may hold runs of this chunk */
             cv_os_unmap(chunk, CHUNK_SIZE);
             continue;
         } else {

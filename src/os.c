@@ -88,12 +88,12 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
  * MADV_FREE (Linux 4.5) is cheap and lazy: the kernel takes the pages only
  * under memory pressure, and a page written again before that is simply
  * kept; but they stay in RSS until taken. MADV_DONTNEED drops them at once
- * and they fault in as zero. Where MADV_FREE is refused (older kernels,
- * some file systems) carve falls back to MADV_DONTNEED for good. Both fail
- * on locked memory (mlockall): the pages then keep what they hold, and
- * saying so keeps calloc clearing them. errno is left as it was: free()
- * purges, and must not change it. */
+ * and they fault in as zero. Where the kernel has no MADV_FREE carve uses
+ * MADV_DONTNEED for good. Both fail on locked memory (mlock): the pages
+ * then keep what they hold, and saying so keeps calloc clearing them.
+ * errno is left as it was: free() purges, and must not change it. */
 static _Atomic bool madv_free_broken;
+static bool purge_dontneed(bool dontneed);
 
 bool cv_os_purge(void *p, size_t size, bool dontneed) {
     if (size == 0)
@@ -101,11 +101,10 @@ bool cv_os_purge(void *p, size_t size, bool dontneed) {
     int saved = errno;
     bool zero = false;
 #ifdef MADV_FREE
-    if (!dontneed && !atomic_load_explicit(&madv_free_broken, memory_order_relaxed)) {
-        if (madvise(p, size, MADV_FREE) == 0)
-            goto out;
-        atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
-    }
+    /* a failure here is this range's (locked memory): the probe in
+     * purge_dontneed decides for good whether the kernel has MADV_FREE */
+    if (!purge_dontneed(dontneed) && madvise(p, size, MADV_FREE) == 0)
+        goto out;
 #endif
     zero = madvise(p, size, MADV_DONTNEED) == 0;
 out:

@@ -39,7 +39,7 @@ _Static_assert(CLASS_COUNT <= CARVE_STATS_CLASSES, "carve_stats must have room f
 const uint64_t cv_class_magic[CLASS_COUNT] = {CLASS_SIZES(MAGIC)};
 
 /* (size + 7) / 8 -> class, for sizes up to 512. */
-const uint8_t cv_class_small[65] = {
+const uint8_t cv_class_small[] = {
     0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
     14, 14, 15, 15, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20, 20, 20,
     21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23, 23, 24, 24, 24, 24,
@@ -55,7 +55,7 @@ const uint8_t cv_class_small[65] = {
  * blocks a page. Pages are carved lazily, so a big page costs address
  * space, not memory, until its blocks are used. */
 #define S(n) (uint8_t)(n)
-const uint8_t cv_class_slices[CLASS_COUNT] = {
+const uint8_t cv_class_slices[] = {
     /* 8 .. 8192: one slice */
     S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1),
     S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1), S(1),
@@ -66,3 +66,5 @@ const uint8_t cv_class_slices[CLASS_COUNT] = {
     /* 81920 .. 114688 */ S(10), S(12), S(14),
     /* 131072 .. 262144 */ S(16), S(16), S(16), S(16), S(16),
 };
+_Static_assert(sizeof cv_class_slices == CLASS_COUNT, "one entry per class");
+_Static_assert(sizeof cv_class_small == 512 / 8 + 1, "one entry per 8 bytes up to 512");

@@ -74,6 +74,8 @@ void cv_stats_read(struct carve_stats *st) {
     st->committed = atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
                     st->large_mapped + st->large_cached;
     st->purged = t.small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);
+    st->lazy = atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
+               atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
     st->cgroup_limit = cv_purge_limit();
 }
 
@@ -111,8 +113,8 @@ void cv_stats_print(void) {
     cv_msg_print("large: %zu blocks live, %zu bytes mapped, %zu bytes cached, %zu allocated in all\n",
                  st.large_live, st.large_mapped, st.large_cached,
                  atomic_load(&cv_stats.large_total));
-    cv_msg_print("memory: %zu bytes committed, %zu purged since start (purge=%s, decay %u ms)",
-                 st.committed, st.purged,
+    cv_msg_print("memory: %zu bytes committed, %zu lazily freed, %zu purged since start (purge=%s, decay %u ms)",
+                 st.committed, st.lazy, st.purged,
                  cv_options.purge == PURGE_FREE ? "free" : cv_options.purge == PURGE_DONTNEED ? "dontneed" : "none",
                  cv_options.decay_ms);
     if (st.cgroup_limit)

@@ -71,9 +71,9 @@ enum map_kind {
 };
 
 /* ---- size classes ------------------------------------------------------- */
-/* 8, then 16..128 by 16, then four classes per doubling up to 256 KiB:
- * worst-case internal waste 25% just above a power of two, 12.5% on average
- * over uniformly spread sizes (jemalloc's spacing). */
+/* 8, then 16..256 by 16, 256..512 by 32, then four classes per doubling up
+ * to 256 KiB: worst-case internal waste 25% just above a power of two from
+ * 512 up, at most 15 bytes or 12.5% below (size_class.c). */
 #define SMALL_MAX ((size_t)256 << 10)
 #define CLASS_COUNT 61
 #define ALIGN_MIN 16 /* x86-64 ABI: max_align_t for blocks of 16 bytes up */
