@@ -84,33 +84,8 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
     return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) != MAP_FAILED;
 }
 
-/* Gives the pages' memory back; returns true when they now read as zero.
- * MADV_FREE (Linux 4.5) is cheap and lazy: the kernel takes the pages only
- * under memory pressure, and a page written again before that is simply
- * kept; but they stay in RSS until taken. MADV_DONTNEED drops them at once
- * and they fault in as zero. Where the kernel has no MADV_FREE carve uses
- * MADV_DONTNEED for good. Both fail on locked memory (mlock): the pages
- * then keep what they hold, and saying so keeps calloc clearing them.
- * errno is left as it was: free() purges, and must not change it. */
+/* The kernel has no MADV_FREE (Linux before 4.5): MADV_DONTNEED for good. */
 static _Atomic bool madv_free_broken;
-static bool purge_dontneed(bool dontneed);
-
-bool cv_os_purge(void *p, size_t size, bool dontneed) {
-    if (size == 0)
-        return false;
-    int saved = errno;
-    bool zero = false;
-#ifdef MADV_FREE
-    /* a failure here is this range's (locked memory): the probe in
-     * purge_dontneed decides for good whether the kernel has MADV_FREE */
-    if (!purge_dontneed(dontneed) && madvise(p, size, MADV_FREE) == 0)
-        goto out;
-#endif
-    zero = madvise(p, size, MADV_DONTNEED) == 0;
-out:
-    errno = saved;
-    return zero;
-}
 
 /* Whether a purge now uses MADV_DONTNEED (pages read as zero after it) or
  * MADV_FREE. A zero-length call checks the advice (and the alignment of
@@ -132,6 +107,31 @@ static bool purge_dontneed(bool dontneed) {
     (void)dontneed;
     return true;
 #endif
+}
+
+/* Gives the pages' memory back; returns true when they now read as zero.
+ * MADV_FREE (Linux 4.5) is cheap and lazy: the kernel takes the pages only
+ * under memory pressure, and a page written again before that is simply
+ * kept; but they stay in RSS until taken. MADV_DONTNEED drops them at once
+ * and they fault in as zero. Where the kernel has no MADV_FREE carve uses
+ * MADV_DONTNEED for good. Both fail on locked memory (mlock): the pages
+ * then keep what they hold, and saying so keeps calloc clearing them.
+ * errno is left as it was: free() purges, and must not change it. */
+bool cv_os_purge(void *p, size_t size, bool dontneed) {
+    if (size == 0)
+        return false;
+    int saved = errno;
+    bool zero = false;
+#ifdef MADV_FREE
+    /* a failure here is this range's (locked memory): the probe in
+     * purge_dontneed decides for good whether the kernel has MADV_FREE */
+    if (!purge_dontneed(dontneed) && madvise(p, size, MADV_FREE) == 0)
+        goto out;
+#endif
+    zero = madvise(p, size, MADV_DONTNEED) == 0;
+out:
+    errno = saved;
+    return zero;
 }
 
 /* A purge pass gives back many short runs (the free slices between live
@@ -194,6 +194,7 @@ uint64_t cv_os_purge_flush(const os_purge_batch_t *b) {
             size_t left = (size_t)r;
             while (done < b->n && left >= b->range[done].len)
                 left -= b->range[done++].len;
+            _Static_assert(OS_PURGE_BATCH <= 64, "one bit of the result per range");
             if (dontneed)
                 zeroed = done == 64 ? ~(uint64_t)0 : ((uint64_t)1 << done) - 1;
         }
