@@ -332,12 +332,10 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
         purge_flush(batch);
     cv_os_purge_add(batch, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
     uint64_t was_resident = chunk->slices_resident & mask;
+    size_t slices = (size_t)__builtin_popcountll(was_resident), bytes = slices << SLICE_SHIFT;
     chunk->slices_resident &= ~mask;
-    arena.idle -= (size_t)__builtin_popcountll(was_resident);
-    atomic_fetch_add_explicit(&cv_stats.small_lazy,
-                              (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT,
-                              memory_order_relaxed);
-    size_t bytes = (size_t)__builtin_popcountll(was_resident) << SLICE_SHIFT;
+    arena.idle -= slices;
+    atomic_fetch_add_explicit(&cv_stats.small_lazy, bytes, memory_order_relaxed);
     atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
     cv_stats.small_purged += bytes;
     for (unsigned i = first; i < first + n; i++) {
