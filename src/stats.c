@@ -86,8 +86,9 @@ void cv_stats_collect(struct carve_mallinfo2 *mi) {
     mi->arena = st.chunks * CHUNK_SIZE;
     mi->hblks = st.large_live;
     mi->hblkhd = st.large_mapped;
-    mi->uordblks = st.live;
+    /* as glibc: uordblks + fordblks == arena; mapped blocks are in hblkhd only */
     size_t small_live = st.live - st.large_mapped;
+    mi->uordblks = small_live;
     mi->fordblks = mi->arena > small_live ? mi->arena - small_live : 0;
     mi->keepcost = st.large_cached;
 }

@@ -745,6 +745,27 @@ TEST(CarveMallinfo2, ReportsLiveBlocksAndMappedMemory) {
     carve_free(big);
 }
 
+// glibc: uordblks and fordblks split arena (the non-mmapped heap); blocks
+// in their own mappings are counted in hblks/hblkhd only, so that
+// uordblks + hblkhd is what the program has allocated.
+TEST(CarveMallinfo2, LargeBlocksCountInHblkhdNotUordblks) {
+    void *small = carve_malloc(100);
+    ASSERT_NE(small, nullptr);
+    struct carve_mallinfo2 before = carve_mallinfo2();
+    const size_t n = size_t{64} << 20;
+    void *big = carve_malloc(n);
+    ASSERT_NE(big, nullptr);
+    memset(big, 1, n);
+    struct carve_mallinfo2 after = carve_mallinfo2();
+    EXPECT_GE(after.hblkhd - before.hblkhd, n);
+    EXPECT_LT(after.uordblks - before.uordblks, size_t{1} << 20)
+        << "a " << n << "-byte mapped block was counted in uordblks as well as hblkhd";
+    EXPECT_LE(after.uordblks, after.arena) << "uordblks is part of arena";
+    EXPECT_EQ(after.uordblks + after.fordblks, after.arena);
+    carve_free(big);
+    carve_free(small);
+}
+
 TEST(CarveMallopt, ReturnsZeroOrOne) {
     // Parameters that no allocator knows, and one glibc knows set to its
     // default (M_CHECK_ACTION = 3): nothing here changes carve's behaviour.
