@@ -475,7 +475,13 @@ void *cv_large_realloc(large_t *h, size_t size) {
     large_t *nh = (large_t *)(base + lead);
     uint8_t *old_base = (uint8_t *)h - lead;
     uintptr_t old_user = (uintptr_t)h + offset;
+    /* The old slot is cleared before the move: once mremap has moved the
+     * pages, the old range is the kernel's again, and another thread's
+     * mapping may land there and set that slot before a late clear here
+     * would wipe its entry (its free would then abort as invalid). */
+    cv_arena_set_large(old_user, MAP_NONE);
     if (!cv_os_remap_to(h, old_size, new_size, nh)) {
+        cv_arena_set_large(old_user, kind_for(offset));
         cv_os_unmap(base, lead + new_size);
         errno = ENOMEM;
         return NULL;
@@ -484,7 +490,6 @@ void *cv_large_realloc(large_t *h, size_t size) {
     nh->size = nh->map_size = new_size;
     seal(nh);
     cv_arena_set_large((uintptr_t)nh + offset, kind_for(offset));
-    cv_arena_set_large(old_user, MAP_NONE);
     atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
     return (uint8_t *)nh + offset;
 }
