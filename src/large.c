@@ -371,6 +371,12 @@ bool cv_large_trim(void) {
 
 void *cv_large_alloc(size_t size, size_t align, bool zero) {
     size_t offset, lead, malign;
+    /* A request for 0 bytes (memalign(4 MiB, 0)) still gets a byte: with
+     * offset == CHUNK_SIZE the pointer would sit at the mapping's end, in
+     * the next chunk's slot of the chunk map, which its MAP_LARGE_PREV mark
+     * (and its free's MAP_NONE) would take from whatever lives there. */
+    if (size == 0)
+        size = 1;
     if (align < CHUNK_SIZE) {
         offset = align > LARGE_HEADER ? align : LARGE_HEADER;
         lead = 0;

@@ -197,4 +197,27 @@ TEST(CarveAlign, AlignedBlocksAreWritableToTheirUsableSize) {
     }
 }
 
+// A request for 0 bytes still gets a block of its own, as malloc(0) does:
+// at least one usable, writable byte, inside the block's own mapping. With
+// an alignment of 4 MiB or more, carve once put the pointer at its
+// mapping's end, in the chunk-map slot of whatever came next (found by
+// test/fuzz/fuzz_api: a small chunk there lost its slot on the block's
+// free, and its blocks were then "not allocated by carve").
+TEST(CarveAlign, ZeroByteAlignedBlocksOwnAByteInsideTheirMapping) {
+    const Api apis[] = {Api::kAlignedAlloc, Api::kPosixMemalign, Api::kMemalign};
+    for (Api api : apis) {
+        for (unsigned shift = 3; shift <= 24; shift++) {
+            const size_t alignment = size_t{1} << shift;
+            auto *p = static_cast<unsigned char *>(aligned(api, alignment, 0));
+            ASSERT_NE(p, nullptr) << api_name(api) << " alignment " << alignment;
+            EXPECT_TRUE(is_aligned(p, alignment));
+            const size_t u = carve_malloc_usable_size(p);
+            EXPECT_GE(u, 1u) << api_name(api) << " alignment " << alignment;
+            if (u > 0)
+                memset(p, 0x5a, u);
+            carve_free(p);
+        }
+    }
+}
+
 }  // namespace
