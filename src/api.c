@@ -278,11 +278,16 @@ CARVE_EXPORT int carve_malloc_trim(size_t pad) {
     return cv_purge_trim() ? 1 : 0;
 }
 
+/* The statistics calls initialise carve first, as carve_stats_read does:
+ * the cgroup limit they read is written there, and a first call racing
+ * another thread's first malloc would read it unordered. */
 CARVE_EXPORT void carve_malloc_stats(void) {
+    cv_init();
     cv_stats_print();
 }
 
 CARVE_EXPORT void carve_stats_print(void) {
+    cv_init();
     cv_stats_print();
 }
 
@@ -293,6 +298,7 @@ CARVE_EXPORT void carve_stats_read(struct carve_stats *stats) {
 
 CARVE_EXPORT struct carve_mallinfo2 carve_mallinfo2(void) {
     struct carve_mallinfo2 mi;
+    cv_init();
     cv_stats_collect(&mi);
     return mi;
 }

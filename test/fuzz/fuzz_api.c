@@ -169,7 +169,8 @@ static uint8_t pattern(uint8_t tag, size_t i) {
     return (uint8_t)(tag ^ (i * 131u) ^ (i >> 9));
 }
 
-/* Calls f(offset, length) on the parts of [0, size) that are checked. */
+/* Runs BODY with off and len set to each part of [0, size) that is checked:
+ * all of it up to FULL_CHECK, else a head, a tail and one line per STRIPE. */
 #define FOR_CHECKED(size, BODY)                                                  \
     do {                                                                         \
         size_t size_ = (size);                                                   \
