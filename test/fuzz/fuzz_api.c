@@ -236,22 +236,16 @@ static void check_failure(const char *what) {
 }
 
 /* The result of an allocation of size bytes into s: a block that must be
- * checked (1), or a failure that was allowed (0). */
-static int outcome(struct slot *s, size_t size, const char *call) {
-    char what[96];
+ * checked (1), or a failure that was allowed (0). fail() names the call. */
+static int outcome(struct slot *s, size_t size) {
     if (s->p == NULL) {
-        snprintf(what, sizeof what, "%s failed with errno neither ENOMEM nor EINVAL", call);
-        check_failure(what);
-        if (!may_fail(size)) {
-            snprintf(what, sizeof what, "%s failed", call);
-            fail(what, s, size);
-        }
+        check_failure("failed with errno neither ENOMEM nor EINVAL");
+        if (!may_fail(size))
+            fail("failed", s, size);
         return 0;
     }
-    if (must_fail(size)) {
-        snprintf(what, sizeof what, "%s of more than PTRDIFF_MAX bytes succeeded", call);
-        fail(what, s, size);
-    }
+    if (must_fail(size))
+        fail("more than PTRDIFF_MAX bytes, and it succeeded", s, size);
     return 1;
 }
 
@@ -282,7 +276,7 @@ static void step(struct input *in) {
         note("malloc", NULL, size, 0, s->p);
         s->request = size;
         s->sized = 1;
-        if (outcome(s, size, "malloc")) {
+        if (outcome(s, size)) {
             took(s, 1, 0);
             return;
         }
@@ -297,8 +291,8 @@ static void step(struct input *in) {
         if (__builtin_mul_overflow(n, each, &total)) {
             if (s->p != NULL)
                 fail("calloc of an overflowing product succeeded", s, 0);
-            check_failure("calloc failed with errno neither ENOMEM nor EINVAL");
-        } else if (outcome(s, total, "calloc")) {
+            check_failure("failed with errno neither ENOMEM nor EINVAL");
+        } else if (outcome(s, total)) {
             s->sized = 1;
             took(s, 1, 1);
             return;
@@ -314,7 +308,7 @@ static void step(struct input *in) {
         if (!pow2(align)) {
             if (s->p != NULL || errno != EINVAL)
                 fail("aligned_alloc with a bad alignment: not NULL and EINVAL", s, align);
-        } else if (outcome(s, size, "aligned_alloc")) {
+        } else if (outcome(s, size)) {
             took(s, align, 0);
             return;
         }
@@ -347,7 +341,7 @@ static void step(struct input *in) {
         s->p = carve_memalign(align, size);
         note("memalign", NULL, align, size, s->p);
         s->request = size;
-        if (outcome(s, size, "memalign")) {
+        if (outcome(s, size)) {
             size_t want = align <= 1 ? 1 : pow2(align) ? align : (size_t)1 << (64 - __builtin_clzl(align - 1));
             took(s, want, 0);
             return;
@@ -356,10 +350,11 @@ static void step(struct input *in) {
     }
     case 6: {
         int pv = byte(in) % 2;
+        call_name = pv ? "pvalloc" : "valloc";
         s->p = pv ? carve_pvalloc(size) : carve_valloc(size);
-        note(pv ? "pvalloc" : "valloc", NULL, size, 0, s->p);
+        note(call_name, NULL, size, 0, s->p);
         s->request = size;
-        if (outcome(s, size, pv ? "pvalloc" : "valloc")) {
+        if (outcome(s, size)) {
             took(s, 4096, 0);
             if (pv && s->size < ((s->request + 4095) & ~(size_t)4095))
                 fail("pvalloc did not round the block up to a page", s, s->size);
@@ -384,7 +379,7 @@ static void step(struct input *in) {
             return;
         }
         if (q == NULL) {
-            check_failure("realloc failed with errno neither ENOMEM nor EINVAL");
+            check_failure("failed with errno neither ENOMEM nor EINVAL");
             if (!overflow && !may_fail(total))
                 fail("realloc failed", s, total);
             verify(s, SIZE_MAX); /* the old block must be intact */
