@@ -325,7 +325,8 @@ static CARVE_TLS heap_t *dbg_heap;
  * away from cv_tl_heap (so that the fast path keeps missing) and given an
  * odd owner id (so that the owner's free path keeps missing). When the
  * thread's key destructor has given it back, the key reads NULL: an
- * allocation from a later destructor gets a new one, as in release mode. */
+ * allocation after that gets one for itself alone, as in release mode
+ * (small_alloc gives it back). */
 static heap_t *debug_heap(void) {
     heap_t *heap = dbg_heap;
     if (likely(heap != NULL) && likely(pthread_getspecific(cv_heap_key) == heap))
@@ -766,6 +767,12 @@ static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, cons
         return NULL;
     }
     uint8_t *b = cv_heap_alloc(heap, cv_class_size[c], false);
+    if (unlikely(cv_tl_exited)) {
+        int saved = errno;
+        dbg_heap = NULL;
+        cv_heap_release(heap);
+        errno = saved;
+    }
     if (b == NULL)
         return NULL;
     uintptr_t a = (uintptr_t)b;
@@ -892,6 +899,6 @@ void cv_debug_reinit(void) {
     heap_t *heap = cv_tl_heap;
     if (heap != &cv_heap_empty) {
         pthread_setspecific(cv_heap_key, NULL);
-        cv_heap_thread_done(heap);
+        cv_heap_release(heap);
     }
 }

@@ -20,6 +20,8 @@
  */
 #include "internal.h"
 
+#include <limits.h> /* PTHREAD_DESTRUCTOR_ITERATIONS */
+
 /* The page that has nothing: every class of the empty heap points at it, so
  * that the fast path needs no "initialised?" test. */
 page_t cv_page_empty;
@@ -29,6 +31,9 @@ heap_t cv_heap_empty = {
 };
 
 CARVE_TLS heap_t *cv_tl_heap = &cv_heap_empty;
+/* The thread's key destructor has run its last round: nothing will give a
+ * heap back for this thread any more (see cv_heap_thread_done). */
+CARVE_TLS bool cv_tl_exited;
 
 extern pthread_key_t cv_heap_key;
 static heap_t *heap_pool; /* under the arena lock */
@@ -368,6 +373,18 @@ raced: /* a remote free reached the page as it went to the full list */
     return page;
 }
 
+/* An allocation by a thread past its last key destructor round: from a
+ * heap that goes straight back (its page is then abandoned, holding the
+ * block, and adopted or freed like any other). Slow, and only for the
+ * last frees and allocations of some library's thread-exit code. */
+static CARVE_NOINLINE void *alloc_exited(heap_t *heap, size_t size, bool zero) {
+    void *p = size <= SMALL_MAX ? cv_heap_alloc(heap, size, zero) : cv_large_alloc(size, 0, zero);
+    int saved = errno;
+    cv_heap_release(heap);
+    errno = saved;
+    return p;
+}
+
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
     if (unlikely(heap == &cv_heap_empty)) {
         heap = cv_heap_get_slow();
@@ -375,6 +392,8 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
             errno = ENOMEM;
             return NULL;
         }
+        if (unlikely(cv_tl_exited))
+            return alloc_exited(heap, size, zero);
         if (size <= SMALL_MAX)
             return cv_heap_alloc(heap, size, zero);
     }
@@ -424,11 +443,15 @@ heap_t *cv_heap_get_slow(void) {
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->next_free = NULL;
     heap->debug = false; /* a pooled heap may have served debug mode */
+    heap->exit_rounds = 0;
     heap->owner = cv_thread_id();
     cv_tl_heap = heap;
     /* Keys below PTHREAD_KEY_2NDLEVEL_SIZE need no allocation in glibc; if
-     * one ever does, it reaches this heap, already in place. */
-    pthread_setspecific(cv_heap_key, heap);
+     * one ever does, it reaches this heap, already in place. Past the last
+     * destructor round the key would never be read again: the caller gives
+     * the heap back itself. */
+    if (!cv_tl_exited)
+        pthread_setspecific(cv_heap_key, heap);
     return heap;
 }
 
@@ -479,11 +502,31 @@ void cv_heap_trim(void) {
     }
 }
 
-/* pthread key destructor: the thread is exiting. */
+/* pthread key destructor: the thread is exiting. Other keys' destructors
+ * may still allocate, after this one in the same round and in up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds in all (one more each time some
+ * destructor sets its key again). A heap given back in the first round
+ * would be made anew for them and, if that happens in the last round,
+ * never given back: its pages, and every block freed into them, lost. So
+ * the heap stays until the last round (setting the key again is what asks
+ * for another call), and what is allocated after that goes through a heap
+ * that is given back at once (alloc_exited). */
 void cv_heap_thread_done(void *arg) {
     heap_t *heap = arg;
     if (heap == NULL || heap == &cv_heap_empty)
         return;
+    if (heap->exit_rounds + 1 < PTHREAD_DESTRUCTOR_ITERATIONS &&
+        pthread_setspecific(cv_heap_key, heap) == 0) {
+        heap->exit_rounds++;
+        return;
+    }
+    cv_tl_exited = true;
+    cv_heap_release(heap);
+}
+
+/* The heap's pages go to the arena (abandoned while they hold live
+ * blocks), and the heap to the pool. */
+void cv_heap_release(heap_t *heap) {
     /* before the lock: a kept block of an abandoned page takes it */
     foreign_flush_all(heap);
     cv_arena_lock();
@@ -496,7 +539,6 @@ void cv_heap_thread_done(void *arg) {
     heap->next_free = heap_pool;
     heap_pool = heap;
     cv_arena_unlock();
-    /* Frees after this point go the remote way; an allocation makes a new
-     * heap and sets the key again, so this destructor runs once more. */
+    /* Frees after this point go the remote way. */
     cv_tl_heap = &cv_heap_empty;
 }

@@ -157,12 +157,14 @@ CARVE_INLINE uint8_t *cv_page_guard(const page_t *page) {
 extern page_t cv_page_empty;
 extern heap_t cv_heap_empty;
 extern CARVE_TLS heap_t *cv_tl_heap;
+extern CARVE_TLS bool cv_tl_exited;
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero);
 void cv_heap_free_local_slow(page_t *page);
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
 void cv_heap_thread_done(void *heap);
+void cv_heap_release(heap_t *heap);
 void cv_heap_trim(void);
 
 CARVE_INLINE heap_t *cv_heap_get(void) {

@@ -37,6 +37,8 @@
 #include <thread>
 #include <vector>
 
+#include <limits.h>  // PTHREAD_DESTRUCTOR_ITERATIONS
+#include <pthread.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -466,6 +468,87 @@ TEST(CarveHeaps, HundredThousandShortThreadsKeepMemoryBounded) {
             << "RSS " << rss_before / kMiB << " MiB before, " << rss_after / kMiB << " MiB after "
             << made << " threads";
     }
+}
+
+// ---- allocations while a thread exits --------------------------------------
+
+// A pthread key destructor that sets its key again is called once more, in
+// up to PTHREAD_DESTRUCTOR_ITERATIONS rounds; other libraries' destructors
+// allocate and free in any of them (glibc's own run after carve's in each
+// round, since carve's key is created first). Each round here keeps one
+// block for main to free and frees one itself.
+struct ExitRounds {
+    std::mutex mutex;
+    std::vector<Block> left;
+    std::atomic<long> bad{0};
+    std::atomic<long> rounds{0};
+    pthread_key_t key;
+};
+ExitRounds *exit_rounds;
+
+void exit_round_destructor(void *value) {
+    const uintptr_t round = reinterpret_cast<uintptr_t>(value);  // 1, 2, ...
+    ExitRounds &x = *exit_rounds;
+    x.rounds++;
+    Block keep, scratch;
+    if (!make_block(keep, 1000 + round * 8, round) || !make_block(scratch, 200, round + 7)) {
+        x.bad++;
+        return;
+    }
+    if (!intact(scratch))
+        x.bad++;
+    carve_free(scratch.p);
+    {
+        std::lock_guard<std::mutex> lock(x.mutex);
+        x.left.push_back(keep);
+    }
+    if (round < PTHREAD_DESTRUCTOR_ITERATIONS)
+        pthread_setspecific(x.key, reinterpret_cast<void *>(round + 1));
+}
+
+TEST(CarveHeaps, AllocationsInEveryDestructorRoundOfAnExitingThreadLeakNothing) {
+    carve_malloc_trim(0);  // carve is set up (its key created) before this key
+    const Stats before;
+    ExitRounds x;
+    ASSERT_EQ(pthread_key_create(&x.key, exit_round_destructor), 0);
+    exit_rounds = &x;
+    const size_t threads = scaled(3000, 300);
+    for (size_t t = 0; t < threads; t++) {
+        std::thread th([&x, t] {
+            Block b;
+            if (!make_block(b, 100, t)) {  // the thread has a heap before it exits
+                x.bad++;
+                return;
+            }
+            carve_free(b.p);
+            pthread_setspecific(x.key, reinterpret_cast<void *>(1));
+        });
+        th.join();
+    }
+    const size_t rounds = static_cast<size_t>(x.rounds.load());
+    EXPECT_EQ(x.bad.load(), 0) << "failed allocations, or blocks that changed";
+    EXPECT_EQ(rounds, threads * PTHREAD_DESTRUCTOR_ITERATIONS) << "destructor rounds run";
+    EXPECT_EQ(x.left.size(), rounds);
+    long changed = 0;
+    for (const Block &b : x.left) {
+        if (!intact(b))
+            changed++;
+        carve_free(b.p);
+    }
+    EXPECT_EQ(changed, 0) << "blocks allocated in destructors changed";
+    x.left.clear();
+    x.left.shrink_to_fit();
+    pthread_key_delete(x.key);
+    exit_rounds = nullptr;
+    carve_malloc_trim(0);
+    const Stats after;
+    // A heap that no destructor gives back keeps its pages (and the blocks
+    // freed into them) for good: one or two per thread, 64 KiB each.
+    EXPECT_LE(after.s.chunks, before.s.chunks + 4)
+        << "chunks went from " << before.s.chunks << " to " << after.s.chunks << " over "
+        << threads << " threads";
+    EXPECT_LE(after.live_blocks(), before.live_blocks() + 16)
+        << "live blocks " << before.live_blocks() << " before, " << after.live_blocks() << " after";
 }
 
 // ---- fork under load ---------------------------------------------------
