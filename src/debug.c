@@ -442,7 +442,9 @@ static void free_to_page(page_t *page, block_t *b, const char *func) {
         pthread_getspecific(cv_heap_key) == heap) {
         b->next = page->local_free;
         page->local_free = b;
-        if (unlikely(--page->used - 1u >= PAGE_IN_FULL - 1u))
+        uint32_t used = page->used - 1;
+        CV_SET(page->used, used);
+        if (unlikely(used - 1u >= PAGE_IN_FULL - 1u))
             cv_heap_free_local_slow(page);
         return;
     }

@@ -53,10 +53,10 @@ static void direct_update(heap_t *heap, page_queue_t *q) {
     page_t *now = q->first ? q->first : &cv_page_empty;
     if (old != now) {
         if (old != &cv_page_empty)
-            old->used--;
+            CV_SET(old->used, old->used - 1);
         if (now != &cv_page_empty)
-            now->used++;
-        heap->current[c] = now;
+            CV_SET(now->used, now->used + 1);
+        CV_SET(heap->current[c], now);
     }
     heap->direct[c] = heap->foreign[c].free != NULL ? &heap->foreign[c] : now;
 }
@@ -107,14 +107,14 @@ static bool page_to_full(heap_t *heap, page_t *page) {
     if (!atomic_compare_exchange_strong_explicit(&page->thread_free, &empty, TF_FULL,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
-    page->used |= PAGE_IN_FULL;
+    CV_SET(page->used, page->used | PAGE_IN_FULL);
     queue_push_back(heap, &heap->full, page);
     return true;
 }
 
 static void page_from_full(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->full, page);
-    page->used &= ~PAGE_IN_FULL;
+    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
     atomic_fetch_and_explicit(&page->thread_free, ~TF_FULL, memory_order_relaxed);
 }
 
@@ -435,7 +435,8 @@ heap_t *cv_heap_get_slow(void) {
             return NULL;
     }
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        heap->direct[c] = heap->current[c] = &cv_page_empty;
+        heap->direct[c] = &cv_page_empty;
+        CV_SET(heap->current[c], &cv_page_empty);
         heap->queues[c].first = heap->queues[c].last = NULL;
         foreign_init(&heap->foreign[c], c);
     }
@@ -466,7 +467,7 @@ static void page_abandon_locked(page_t *page) {
                                                   (w & ~TF_FULL) | TF_ABANDONED,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
     }
-    page->used &= ~PAGE_IN_FULL;
+    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
     page->next = page->prev = NULL;
     cv_page_collect(page);
     if (page->used == 0)
@@ -508,14 +509,17 @@ void cv_heap_trim(void) {
  * destructor sets its key again). A heap given back in the first round
  * would be made anew for them and, if that happens in the last round,
  * never given back: its pages, and every block freed into them, lost. So
- * the heap stays until the last round (setting the key again is what asks
- * for another call), and what is allocated after that goes through a heap
- * that is given back at once (alloc_exited). */
+ * the heap stays for the next rounds (setting the key again is what asks
+ * for another call), and what is allocated after it goes, in the last
+ * round, through a heap that is given back at once (alloc_exited). Not
+ * kept into the last round itself: the sanitizers' runtimes tear down
+ * their thread state there, and carve's code, called after that in a
+ * sanitized build, crashes. */
 void cv_heap_thread_done(void *arg) {
     heap_t *heap = arg;
     if (heap == NULL || heap == &cv_heap_empty)
         return;
-    if (heap->exit_rounds + 1 < PTHREAD_DESTRUCTOR_ITERATIONS &&
+    if (heap->exit_rounds + 2 < PTHREAD_DESTRUCTOR_ITERATIONS &&
         pthread_setspecific(cv_heap_key, heap) == 0) {
         heap->exit_rounds++;
         return;
@@ -532,7 +536,7 @@ void cv_heap_release(heap_t *heap) {
     cv_arena_lock();
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         if (heap->current[c] != &cv_page_empty)
-            heap->current[c]->used--; /* drop the pin */
+            CV_SET(heap->current[c]->used, heap->current[c]->used - 1); /* drop the pin */
         abandon_list(heap->queues[c].first);
     }
     abandon_list(heap->full.first);

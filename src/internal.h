@@ -184,7 +184,7 @@ CARVE_INLINE heap_t *cv_heap_get(void) {
 CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
     block_t *b = page->free;
     page->free = b->next;
-    page->used++;
+    CV_SET(page->used, page->used + 1);
     if (zero) {
         if (page->free_is_zero)
             b->next = NULL;

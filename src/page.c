@@ -22,7 +22,7 @@
 #include "internal.h"
 
 void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
-    page->class_idx = (uint8_t)class_idx;
+    CV_SET(page->class_idx, (uint8_t)class_idx);
     page->block_size = cv_class_size[class_idx];
     size_t span = (size_t)page->slice_count << SLICE_SHIFT;
     page->guarded = false;
@@ -37,8 +37,8 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
         span -= CARVE_PAGE;
     }
     page->reserved = (uint32_t)(span / page->block_size);
-    page->capacity = 0;
-    page->used = 0;
+    CV_SET(page->capacity, 0);
+    CV_SET(page->used, 0);
     page->free = page->local_free = NULL;
     page->free_is_zero = false;
     page->debug = heap->debug;
@@ -73,7 +73,7 @@ void cv_page_extend(page_t *page) {
             ((uint64_t *)(void *)(first + (size_t)i * bs))[-1] = 0;
     page->free = (block_t *)first;
     page->free_is_zero = page->memory_is_zero;
-    page->capacity += n;
+    CV_SET(page->capacity, page->capacity + n);
 }
 
 /* Take the remote frees (keeping the flags), then refill free from
@@ -93,7 +93,7 @@ void cv_page_collect(page_t *page) {
                 count++;
         }
         CV_ASSERT((page->used & ~PAGE_IN_FULL) >= count); /* remote frees of blocks handed out */
-        page->used -= count;
+        CV_SET(page->used, page->used - count);
         if (page->free == NULL) {
             page->free = list;
             page->free_is_zero = false;

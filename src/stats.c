@@ -20,17 +20,17 @@ typedef struct class_totals {
 
 static void count_page(const page_t *page, void *arg) {
     class_totals_t *t = arg;
-    unsigned c = page->class_idx;
+    unsigned c = CV_PEEK(page->class_idx);
     t->pages[c]++;
     /* debug heaps' pages may be bigger than the class's (heap.c) */
     t->mapped[c] += (size_t)page->slice_count << SLICE_SHIFT;
-    uint32_t live = page->used & ~PAGE_IN_FULL;
+    uint32_t live = CV_PEEK(page->used) & ~PAGE_IN_FULL;
     heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
-    if (heap != NULL && heap->current[c] == page && live > 0)
+    if (heap != NULL && CV_PEEK(heap->current[c]) == page && live > 0)
         live--; /* the current page's pin (blocks kept by other threads'
                    foreign lists still count: they are not free to the page) */
     t->live[c] += live;
-    t->carved[c] += page->capacity;
+    t->carved[c] += CV_PEEK(page->capacity);
     if (page->state == PAGE_ABANDONED)
         t->abandoned++;
 }

@@ -35,6 +35,14 @@ static const bool config_debug = false;
 /* ---- compiler helpers --------------------------------------------------- */
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
+
+/* A field that its owner thread writes without a lock and that statistics
+ * read from another thread (page used, capacity and class, a heap's
+ * current pages): relaxed atomic stores and loads, plain moves on x86, so
+ * that the statistics walk is no data race (and ThreadSanitizer agrees).
+ * The owner reads such fields plainly: reads do not race with reads. */
+#define CV_SET(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
+#define CV_PEEK(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 #define CARVE_EXPORT __attribute__((visibility("default")))
 #define CARVE_NOINLINE __attribute__((noinline))
 #define CARVE_COLD __attribute__((cold, noinline))

@@ -11,10 +11,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -431,6 +433,85 @@ TEST(CarveThreads, ForkWhileOtherThreadsAllocateGivesAWorkingChildHeap) {
     for (auto &t : background)
         t.join();
     EXPECT_EQ(bad.load(), 0);
+}
+
+// Statistics read while other threads allocate, free each other's blocks
+// and exit: every figure stays self-consistent (and the ThreadSanitizer
+// build checks that the walk reads the owners' fields without a race).
+TEST(CarveThreads, StatisticsReadWhileThreadsAllocateStayConsistent) {
+    struct Worker {
+        std::atomic<bool> stop{false};
+        std::thread thread;
+    };
+    std::atomic<long> bad{0};
+    std::mutex mutex;
+    std::deque<void *> shared;  // blocks any thread may free
+    auto churn = [&](Worker *w, int id) {
+        std::mt19937_64 rng(4242 + id);
+        std::vector<void *> mine(64, nullptr);
+        for (long n = 0; !w->stop.load(std::memory_order_relaxed) || n < 2000; n++) {
+            void *&slot = mine[rng() % mine.size()];
+            carve_free(slot);
+            const size_t size = rng() % 8 == 0 ? 1025 + rng() % 8192 : 1 + rng() % 512;
+            slot = carve_malloc(size);
+            if (slot == nullptr) {
+                bad++;
+                break;
+            }
+            memset(slot, id, size < 16 ? size : 16);
+            if (n % 16 == 0) {
+                std::lock_guard<std::mutex> lock(mutex);
+                shared.push_back(carve_malloc(48));
+                if (shared.size() > 32) {
+                    carve_free(shared.front());
+                    shared.pop_front();
+                }
+            }
+        }
+        for (void *p : mine)
+            carve_free(p);
+    };
+    std::deque<std::unique_ptr<Worker>> workers;
+    auto start = [&](int id) {
+        workers.emplace_back(new Worker);
+        Worker *w = workers.back().get();
+        w->thread = std::thread(churn, w, id);
+    };
+    auto retire = [&] {
+        workers.front()->stop = true;
+        workers.front()->thread.join();
+        workers.pop_front();
+    };
+    for (int t = 0; t < 3; t++)
+        start(t);
+    const int reads = static_cast<int>(carve_test::scaled(400, 40));
+    for (int r = 0; r < reads; r++) {
+        if (r % 50 == 49) {  // a thread exits, its pages are abandoned, another starts
+            retire();
+            start(3 + r);
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        carve_stats st;
+        carve_stats_read(&st);
+        size_t live_small = 0;
+        for (size_t c = 0; c < st.class_count; c++) {
+            const carve_class_stats &k = st.classes[c];
+            live_small += k.live * k.size;
+            EXPECT_LE(k.live * k.size, k.committed) << "class " << k.size << ", read " << r;
+            EXPECT_LE(k.committed, k.mapped) << "class " << k.size << ", read " << r;
+        }
+        EXPECT_EQ(st.live, live_small + st.large_mapped) << "read " << r;
+        EXPECT_LE(live_small, st.chunks * (size_t(4) << 20)) << "read " << r;
+        struct carve_mallinfo2 mi = carve_mallinfo2();
+        EXPECT_EQ(mi.uordblks + mi.fordblks, mi.arena) << "read " << r;
+        if (HasFailure())
+            break;
+    }
+    while (!workers.empty())
+        retire();
+    for (void *p : shared)
+        carve_free(p);
+    EXPECT_EQ(bad.load(), 0) << "failed allocations";
 }
 
 }  // namespace
