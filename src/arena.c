@@ -263,7 +263,11 @@ page_t *cv_arena_adopt(unsigned class_idx) {
 void cv_arena_free_abandoned(page_t *page) {
     bool excess = false;
     cv_arena_lock();
-    if (page->state == PAGE_ABANDONED) {
+    /* The caller's blocks are pushed already: another thread may have
+     * collected them and emptied the page, and if this thread stalled, the
+     * chunk may be unmapped by now (its map slot is cleared under this
+     * lock), or mapped anew, where the state says what the page is now. */
+    if (cv_map_kind((uintptr_t)page) == MAP_SMALL && page->state == PAGE_ABANDONED) {
         cv_page_collect(page);
         if (page->used == 0) {
             abandoned_unlink(page);
@@ -347,9 +351,11 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
 /* Free slices whose memory is resident and which were freed at least
  * decay_ms ago go back to the kernel, in runs. A chunk that has stayed
  * wholly free and purged for a long time is unmapped, beyond a few kept for
- * reuse. "A long time" is far longer than any thread could stay between
- * finding a page descriptor and using it (a remote free reads its page
- * once more after its push), since the descriptors go with the chunk. */
+ * reuse: a chunk mapped and unmapped on every swing of the program's
+ * footprint would pay for the faults each time. (No thread reads a page
+ * descriptor of a chunk that may be unmapped: a remote free reads what it
+ * needs before its push, see push_remote, and cv_arena_free_abandoned
+ * checks the chunk map under this lock.) */
 #define CHUNKS_RETAINED 4
 #define CHUNK_UNMAP_MS 2000
 

@@ -156,30 +156,39 @@ void cv_heap_free_local_slow(page_t *page) {
 /* ---- remote frees ------------------------------------------------------- */
 
 /* One CAS pushes the chain first..last (n blocks of page) and adds n to the
- * count; the flags in the word it replaced say whether anyone must be told. */
+ * count; the flags in the word it replaced say whether anyone must be told.
+ *
+ * The page's heap is read before the push, while these blocks still keep
+ * the page, and so its chunk, alive: once they are pushed, the owner may
+ * collect them, empty the page and retire it, and the chunk may in time be
+ * unmapped under a thread that stalls here. Read after the word (acquire):
+ * an owner sets TF_FULL only once its heap is in place, and an abandon or
+ * adoption in between changes the word and fails the CAS. (Only if a page
+ * went through abandon, adoption and a new full state and came back to the
+ * very same word during one stalled CAS would the wrong heap be told: the
+ * blocks then wait in the page until its new owner rescans its full pages
+ * or exits. A leak for a while, not a crash.) */
 static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n) {
-    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_acquire);
     uintptr_t w;
+    heap_t *heap;
     do {
+        heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
         uintptr_t count = ((old >> TF_COUNT_SHIFT) & TF_COUNT_MAX) + n;
         if (count > TF_COUNT_MAX)
             count = TF_COUNT_MAX; /* saturated: the owner walks the list */
         last->next = (block_t *)(old & TF_PTR_MASK);
         w = (uintptr_t)first | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
     } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, w,
-                                                    memory_order_release, memory_order_relaxed));
+                                                    memory_order_release, memory_order_acquire));
     if (likely((old & TF_FLAGS) == 0))
         return;
     if (old & TF_ABANDONED) {
-        cv_arena_free_abandoned(page);
-    } else {
-        /* The page sits in its owner's full list; it leaves it only when the
-         * owner frees into it or sees this flag, and is freed only after the
-         * owner collects this block, far later than this load in practice
-         * (heaps themselves are never unmapped). */
-        heap_t *heap = atomic_load_explicit(&page->heap, memory_order_acquire);
-        if (heap != NULL) /* NULL: abandoned meanwhile, and collected then */
-            atomic_store_explicit(&heap->full_freed, true, memory_order_release);
+        cv_arena_free_abandoned(page); /* checks that the chunk is still there */
+    } else if (heap != NULL) {
+        /* The page sits in that heap's full list (heaps are never
+         * unmapped). NULL: it was being abandoned, which collects. */
+        atomic_store_explicit(&heap->full_freed, true, memory_order_release);
     }
 }
 
