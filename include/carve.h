@@ -15,6 +15,7 @@
 #define CARVE_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -103,7 +104,7 @@ void carve_stats_print(void);
 /* glibc-compatible summary; fields that have no meaning in carve are 0. */
 struct carve_mallinfo2 {
     size_t arena;    /* bytes mapped for small and medium blocks */
-    size_t ordblks;  /* number of free pages */
+    size_t ordblks;  /* 0: carve keeps no list of free chunks */
     size_t smblks;
     size_t hblks;    /* number of large mappings */
     size_t hblkhd;   /* bytes in large mappings */
@@ -114,6 +115,16 @@ struct carve_mallinfo2 {
     size_t keepcost;
 };
 struct carve_mallinfo2 carve_mallinfo2(void);
+/* The older mallinfo, with int fields (which glibc lets wrap past 2 GiB;
+ * carve caps them at INT_MAX), for programs built before mallinfo2. */
+struct carve_mallinfo {
+    int arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+};
+struct carve_mallinfo carve_mallinfo(void);
+/* glibc's malloc_info: an XML summary on fp, in glibc's elements (free
+ * blocks by size class, totals, mapped address space). options must be 0;
+ * returns 0, or -1 with errno EINVAL. */
+int carve_malloc_info(int options, FILE *fp);
 /* Returns 1 when the parameter is understood, 0 otherwise (like glibc). */
 int carve_mallopt(int param, int value);
 

@@ -305,6 +305,22 @@ CARVE_EXPORT struct carve_mallinfo2 carve_mallinfo2(void) {
     return mi;
 }
 
+CARVE_EXPORT struct carve_mallinfo carve_mallinfo(void) {
+    struct carve_mallinfo mi;
+    cv_init();
+    cv_stats_collect_legacy(&mi);
+    return mi;
+}
+
+CARVE_EXPORT int carve_malloc_info(int options, FILE *fp) {
+    if (options != 0 || fp == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    cv_init();
+    return cv_stats_xml(fp);
+}
+
 CARVE_EXPORT int carve_option_set(const char *key_value) {
     if (key_value == NULL || !cv_init())
         return -1;
@@ -344,6 +360,8 @@ void free_aligned_sized(void *p, size_t align, size_t size) ALIAS(carve_free_ali
 int malloc_trim(size_t pad) ALIAS(carve_malloc_trim);
 void malloc_stats(void) ALIAS(carve_malloc_stats);
 struct carve_mallinfo2 mallinfo2(void) ALIAS(carve_mallinfo2);
+struct carve_mallinfo mallinfo(void) ALIAS(carve_mallinfo);
+int malloc_info(int options, FILE *fp) ALIAS(carve_malloc_info);
 int mallopt(int param, int value) ALIAS(carve_mallopt);
 
 /* glibc's internal names, which some programs and libraries call directly;

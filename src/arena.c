@@ -69,7 +69,8 @@ static chunk_t *chunk_new(void) {
     chunk->slices_resident = 1;
     chunk->next = arena.chunks;
     arena.chunks = chunk;
-    cv_stats.chunks++;
+    if (++cv_stats.chunks > cv_stats.chunks_peak)
+        cv_stats.chunks_peak = cv_stats.chunks;
     map_set((uintptr_t)chunk, MAP_SMALL);
     return chunk;
 }

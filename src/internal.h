@@ -278,6 +278,7 @@ typedef struct stats {
     _Atomic size_t large_purged; /* bytes of cached mappings given back */
     /* under the arena lock */
     size_t chunks;          /* chunks mapped now */
+    size_t chunks_peak;     /* the most at any time (malloc_info's "max") */
     size_t chunks_unmapped; /* chunks given back since start */
     size_t reserved;        /* bytes of reservations made */
     _Atomic size_t small_committed; /* bytes of slices touched, not purged since */
@@ -288,6 +289,8 @@ typedef struct stats {
 extern stats_t cv_stats;
 void cv_stats_print(void);
 void cv_stats_collect(struct carve_mallinfo2 *mi);
+void cv_stats_collect_legacy(struct carve_mallinfo *mi);
+int cv_stats_xml(FILE *fp);
 void cv_stats_read(struct carve_stats *st);
 
 #endif /* CARVE_INTERNAL_H */

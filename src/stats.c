@@ -6,6 +6,9 @@
  */
 #include "internal.h"
 
+#include <limits.h>
+#include <stdio.h>
+
 stats_t cv_stats;
 
 typedef struct class_totals {
@@ -15,7 +18,7 @@ typedef struct class_totals {
     size_t carved[CLASS_COUNT];   /* blocks ever touched */
     size_t purged[CLASS_COUNT];
     size_t abandoned;             /* pages of exited threads */
-    size_t chunks, small_purged;
+    size_t chunks, chunks_peak, small_purged;
 } class_totals_t;
 
 static void count_page(const page_t *page, void *arg) {
@@ -40,6 +43,7 @@ static void count_arena(void *arg) {
     class_totals_t *t = arg;
     memcpy(t->purged, cv_stats.class_purged, sizeof t->purged);
     t->chunks = cv_stats.chunks;
+    t->chunks_peak = cv_stats.chunks_peak;
     t->small_purged = cv_stats.small_purged;
 }
 
@@ -91,6 +95,72 @@ void cv_stats_collect(struct carve_mallinfo2 *mi) {
     mi->uordblks = small_live;
     mi->fordblks = mi->arena > small_live ? mi->arena - small_live : 0;
     mi->keepcost = st.large_cached;
+}
+
+static int cap_int(size_t v) {
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+void cv_stats_collect_legacy(struct carve_mallinfo *mi) {
+    struct carve_mallinfo2 m;
+    cv_stats_collect(&m);
+    *mi = (struct carve_mallinfo){
+        .arena = cap_int(m.arena),
+        .ordblks = cap_int(m.ordblks),
+        .hblks = cap_int(m.hblks),
+        .hblkhd = cap_int(m.hblkhd),
+        .uordblks = cap_int(m.uordblks),
+        .fordblks = cap_int(m.fordblks),
+        .keepcost = cap_int(m.keepcost),
+    };
+}
+
+/* glibc's layout: one heap (carve's arena, all threads' pages) whose
+ * <sizes> list free blocks by size range (here: by class, blocks carved
+ * and not live), then totals; "mmap" are the large blocks. The figures
+ * are read first, so no lock is held while fp (which may allocate) is
+ * written. */
+int cv_stats_xml(FILE *fp) {
+    struct carve_stats st;
+    class_totals_t t;
+    cv_stats_read(&st);
+    totals(&t);
+    size_t free_count = 0, free_bytes = 0, from = 1;
+    int bad = fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n") < 0;
+    for (size_t c = 0; c < st.class_count; c++) {
+        const struct carve_class_stats *k = &st.classes[c];
+        size_t carved = k->committed / k->size;
+        size_t n = carved > k->live ? carved - k->live : 0;
+        if (n > 0)
+            bad |= fprintf(fp, "  <size from=\"%zu\" to=\"%zu\" total=\"%zu\" count=\"%zu\"/>\n",
+                           from, k->size, n * k->size, n) < 0;
+        free_count += n;
+        free_bytes += n * k->size;
+        from = k->size + 1;
+    }
+    /* as glibc's: "system" and "aspace" are the arena's memory, the large
+     * blocks (its mmapped chunks) only in the "mmap" total */
+    size_t small = st.chunks * CHUNK_SIZE, peak = t.chunks_peak * CHUNK_SIZE;
+    bad |= fprintf(fp,
+                   "</sizes>\n"
+                   "<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+                   "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
+                   "<system type=\"current\" size=\"%zu\"/>\n"
+                   "<system type=\"max\" size=\"%zu\"/>\n"
+                   "<aspace type=\"total\" size=\"%zu\"/>\n"
+                   "<aspace type=\"mprotect\" size=\"%zu\"/>\n"
+                   "</heap>\n"
+                   "<total type=\"fast\" count=\"0\" size=\"0\"/>\n"
+                   "<total type=\"rest\" count=\"%zu\" size=\"%zu\"/>\n"
+                   "<total type=\"mmap\" count=\"%zu\" size=\"%zu\"/>\n"
+                   "<system type=\"current\" size=\"%zu\"/>\n"
+                   "<system type=\"max\" size=\"%zu\"/>\n"
+                   "<aspace type=\"total\" size=\"%zu\"/>\n"
+                   "<aspace type=\"mprotect\" size=\"%zu\"/>\n"
+                   "</malloc>\n",
+                   free_count, free_bytes, small, peak, small, small, free_count, free_bytes,
+                   st.large_live, st.large_mapped, small, peak, small, small) < 0;
+    return bad ? -1 : 0;
 }
 
 void cv_stats_print(void) {

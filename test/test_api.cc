@@ -10,6 +10,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -764,6 +767,123 @@ TEST(CarveMallinfo2, LargeBlocksCountInHblkhdNotUordblks) {
     EXPECT_EQ(after.uordblks + after.fordblks, after.arena);
     carve_free(big);
     carve_free(small);
+}
+
+// The legacy mallinfo: the same figures in ints, capped rather than
+// wrapped (glibc's wrap past 2 GiB).
+TEST(CarveMallinfo, MatchesMallinfo2WithinIntRange) {
+    std::vector<void *> blocks;
+    for (int i = 0; i < 500; i++) {
+        blocks.push_back(carve_malloc(700));
+        ASSERT_NE(blocks.back(), nullptr);
+    }
+    void *big = carve_malloc(3 << 20);
+    ASSERT_NE(big, nullptr);
+    struct carve_mallinfo2 m2 = carve_mallinfo2();
+    struct carve_mallinfo m = carve_mallinfo();
+    auto capped = [](size_t v) { return v > INT_MAX ? INT_MAX : static_cast<int>(v); };
+    EXPECT_EQ(m.arena, capped(m2.arena));
+    EXPECT_EQ(m.hblks, capped(m2.hblks));
+    EXPECT_EQ(m.hblkhd, capped(m2.hblkhd));
+    EXPECT_EQ(m.uordblks, capped(m2.uordblks));
+    EXPECT_EQ(m.fordblks, capped(m2.fordblks));
+    EXPECT_GE(m.hblkhd, 3 << 20);
+    EXPECT_GE(m.uordblks, 500 * 700);
+    EXPECT_GE(m.arena, 0) << "capped, never wrapped negative";
+    for (void *p : blocks)
+        carve_free(p);
+    carve_free(big);
+}
+
+// The figure of one XML element, e.g. xml_figure(x, "<total type=\"mmap\"", "count").
+long long xml_figure(const std::string &xml, const std::string &element, const char *attr) {
+    size_t at = xml.find(element);
+    if (at == std::string::npos)
+        return -1;
+    size_t end = xml.find("/>", at);
+    std::string key = std::string(attr) + "=\"";
+    size_t k = xml.find(key, at);
+    if (k == std::string::npos || k > end)
+        return -1;
+    return std::stoll(xml.substr(k + key.size()));
+}
+
+std::string malloc_info_text(int *rc) {
+    char *buf = nullptr;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == nullptr)
+        return "";
+    *rc = carve_malloc_info(0, f);
+    fclose(f);
+    std::string s(buf, len);
+    free(buf);  // open_memstream's buffer: the C library's malloc
+    return s;
+}
+
+TEST(CarveMallocInfo, WritesGlibcXmlWithFreeBlocksAndMappedBlocks) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    constexpr size_t kSize = 2000, kCount = 400;
+    std::vector<void *> blocks;
+    for (size_t i = 0; i < kCount; i++) {
+        blocks.push_back(carve_malloc(kSize));
+        ASSERT_NE(blocks.back(), nullptr);
+        memset(blocks.back(), 3, kSize);
+    }
+    void *big = carve_malloc(5 << 20);
+    ASSERT_NE(big, nullptr);
+    for (size_t i = 0; i < kCount; i += 2)  // half free, the pages stay
+        carve_free(blocks[i]);
+
+    int rc = 1;
+    const std::string xml = malloc_info_text(&rc);
+    EXPECT_EQ(rc, 0);
+    ASSERT_EQ(xml.rfind("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n", 0), 0u) << xml;
+    ASSERT_GE(xml.size(), 10u);
+    EXPECT_EQ(xml.substr(xml.size() - 10), "</malloc>\n") << xml;
+    // The size range that holds kSize lists at least the blocks freed here.
+    bool found = false;
+    for (size_t at = xml.find("<size "); at != std::string::npos; at = xml.find("<size ", at + 1)) {
+        std::string line = xml.substr(at, xml.find("/>", at) - at);
+        long long from = xml_figure(line, "<size", "from"), to = xml_figure(line, "<size", "to");
+        long long count = xml_figure(line, "<size", "count"), total = xml_figure(line, "<size", "total");
+        ASSERT_TRUE(from >= 1 && from <= to && count > 0 && total == count * to) << line;
+        if (from <= static_cast<long long>(kSize) && static_cast<long long>(kSize) <= to) {
+            found = true;
+            EXPECT_GE(count, static_cast<long long>(kCount / 2)) << line;
+        }
+    }
+    EXPECT_TRUE(found) << "no <size> element for " << kSize << " bytes:\n" << xml;
+    // The top-level totals: the big block is mapped; the arena's memory is
+    // what mallinfo2 calls arena.
+    const size_t tail = xml.rfind("</heap>");
+    ASSERT_NE(tail, std::string::npos);
+    const std::string totals = xml.substr(tail);
+    EXPECT_GE(xml_figure(totals, "<total type=\"mmap\"", "count"), 1);
+    EXPECT_GE(xml_figure(totals, "<total type=\"mmap\"", "size"), 5ll << 20);
+    struct carve_mallinfo2 mi = carve_mallinfo2();
+    EXPECT_EQ(xml_figure(totals, "<system type=\"current\"", "size"), static_cast<long long>(mi.arena));
+    EXPECT_GE(xml_figure(totals, "<system type=\"max\"", "size"), static_cast<long long>(mi.arena));
+
+    for (size_t i = 1; i < kCount; i += 2)
+        carve_free(blocks[i]);
+    carve_free(big);
+}
+
+TEST(CarveMallocInfo, RejectsOptionsOtherThanZero) {
+    char *buf = nullptr;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ASSERT_NE(f, nullptr);
+    errno = 0;
+    EXPECT_EQ(carve_malloc_info(1, f), -1);
+    EXPECT_EQ(errno, EINVAL);
+    errno = 0;
+    EXPECT_EQ(carve_malloc_info(0, nullptr), -1);
+    EXPECT_EQ(errno, EINVAL);
+    fclose(f);
+    EXPECT_EQ(len, 0u) << "nothing written";
+    free(buf);
 }
 
 TEST(CarveMallopt, ReturnsZeroOrOne) {

@@ -5,7 +5,7 @@ need_prog nm
 
 STANDARD="malloc free calloc realloc reallocarray aligned_alloc posix_memalign
 memalign valloc pvalloc malloc_usable_size free_sized free_aligned_sized
-malloc_trim malloc_stats mallinfo2 mallopt"
+malloc_trim malloc_stats mallinfo2 mallinfo malloc_info mallopt"
 # carve_ names beyond the carve_ versions of the standard ones.
 CARVE_EXTRA="carve_stats_print"
 
@@ -32,7 +32,7 @@ msg "all $(echo $STANDARD | wc -w) standard names and their carve_ versions are 
 extra=$(grep -v -x \
     -e 'carve_[A-Za-z0-9_]*' \
     -e '__libc_[A-Za-z0-9_]*' \
-    -e 'mallinfo' -e 'cfree' -e 'malloc_info' -e 'malloc_size' -e 'malloc_good_size' \
+    -e 'cfree' -e 'malloc_size' -e 'malloc_good_size' \
     -e '_Zn[wa][mj].*' -e '_Zd[la]Pv.*' \
     -e '_init' -e '_fini' -e '_edata' -e '_end' -e '__bss_start' \
     "$TMP/names.txt" | while read -r name; do
