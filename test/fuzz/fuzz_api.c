@@ -4,7 +4,8 @@
  * Each input is a program: every byte string decodes into a sequence of
  * calls (malloc, calloc, realloc, reallocarray, aligned_alloc,
  * posix_memalign, memalign, valloc, pvalloc, free, free_sized,
- * free_aligned_sized, malloc_usable_size, malloc_trim) on up to SLOTS live
+ * free_aligned_sized, malloc_usable_size, malloc_trim, and the statistics:
+ * carve_stats_read, mallinfo2, mallinfo) on up to SLOTS live
  * blocks, with sizes drawn around the places where allocators go wrong:
  * size-class edges, the small/large boundary, alignments up to 8 MiB,
  * products that overflow, sizes near SIZE_MAX.
@@ -28,6 +29,7 @@
 #include "carve.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -113,6 +115,40 @@ static void fail(const char *what, const struct slot *s, size_t at) {
             call_name, what, s ? (void *)s->p : NULL, s ? s->request : 0, s ? s->align : 0, at);
     print_trace();
     abort();
+}
+
+/* ---- statistics ---------------------------------------------------------- */
+
+/* The statistics walk, in whatever state the calls left: the live slots'
+ * bytes are all counted, each class's figures nest, and the summaries
+ * (read with nothing in between: one thread) agree with each other. */
+static size_t cap_int(size_t v) {
+    return v > INT_MAX ? INT_MAX : v;
+}
+
+static void check_stats(void) {
+    note("stats", NULL, 0, 0, NULL);
+    struct carve_stats st;
+    carve_stats_read(&st);
+    size_t live = 0;
+    for (unsigned i = 0; i < SLOTS; i++)
+        if (slots[i].p != NULL)
+            live += slots[i].size;
+    if (st.live < live)
+        fail("carve_stats_read counts fewer live bytes than the live blocks hold", NULL, st.live);
+    for (size_t c = 0; c < st.class_count; c++) {
+        const struct carve_class_stats *k = &st.classes[c];
+        if (k->live * k->size > k->committed || k->committed > k->mapped)
+            fail("a class's live, committed and mapped bytes do not nest", NULL, k->size);
+    }
+    struct carve_mallinfo2 mi = carve_mallinfo2();
+    if (mi.uordblks + mi.fordblks != mi.arena || mi.arena != st.chunks * ((size_t)4 << 20) ||
+        mi.hblks != st.large_live || mi.hblkhd != st.large_mapped)
+        fail("mallinfo2 disagrees with carve_stats_read", NULL, mi.arena);
+    struct carve_mallinfo old = carve_mallinfo();
+    if ((size_t)old.arena != cap_int(mi.arena) || (size_t)old.uordblks != cap_int(mi.uordblks) ||
+        (size_t)old.fordblks != cap_int(mi.fordblks) || (size_t)old.hblkhd != cap_int(mi.hblkhd))
+        fail("mallinfo disagrees with mallinfo2", NULL, (size_t)old.arena);
 }
 
 /* ---- sizes and alignments ------------------------------------------------ */
@@ -420,10 +456,14 @@ static void step(struct input *in) {
         if (carve_malloc_usable_size(s->p) != s->size)
             fail("malloc_usable_size changed for a live block", s, carve_malloc_usable_size(s->p));
         verify(s, SIZE_MAX);
-        if (byte(in) == 0)
-        {
+        switch (byte(in)) {
+        case 0:
             note("malloc_trim", NULL, 0, 0, NULL);
             carve_malloc_trim(0);
+            break;
+        case 1:
+            check_stats();
+            break;
         }
         return;
     }
