@@ -122,8 +122,9 @@ struct carve_mallinfo {
 };
 struct carve_mallinfo carve_mallinfo(void);
 /* glibc's malloc_info: an XML summary on fp, in glibc's elements (free
- * blocks by size class, totals, mapped address space). options must be 0;
- * returns 0, or -1 with errno EINVAL. */
+ * blocks by size class, totals, mapped address space). options must be 0
+ * and fp not NULL, else it returns EINVAL (as glibc, errno untouched);
+ * 0 on success, -1 if writing to fp failed. */
 int carve_malloc_info(int options, FILE *fp);
 /* Returns 1 when the parameter is understood, 0 otherwise (like glibc). */
 int carve_mallopt(int param, int value);

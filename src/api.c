@@ -312,11 +312,10 @@ CARVE_EXPORT struct carve_mallinfo carve_mallinfo(void) {
     return mi;
 }
 
+/* As glibc's: an unknown option is EINVAL, returned (errno untouched). */
 CARVE_EXPORT int carve_malloc_info(int options, FILE *fp) {
-    if (options != 0 || fp == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
+    if (options != 0 || fp == NULL)
+        return EINVAL;
     cv_init();
     return cv_stats_xml(fp);
 }

@@ -643,7 +643,8 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
     if (kind == MAP_SMALL) {
         page_t *page = page_of(a);
         out->page = page;
-        size_t handed_out = (size_t)page->capacity * page->block_size;
+        /* another thread's page, perhaps: its owner extends it meanwhile */
+        size_t handed_out = (size_t)CV_PEEK(page->capacity) * page->block_size;
         if (!cv_page_is_block(page, a) || a - (uintptr_t)page->start >= handed_out)
             bad_pointer(a, invalid_what(path), func);
         if (!page->debug) {
@@ -756,25 +757,10 @@ static void release(blk_t *b, const char *func) {
 
 /* ---- the malloc family ------------------------------------------------------------ */
 
-static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, const char *func) {
+static void *small_alloc_from(heap_t *heap, unsigned c, size_t size, size_t align, bool zero,
+                              size_t keep, const char *func) {
     unsigned f = cv_options.debug;
-    unsigned c = cv_size_class(size + OVERHEAD);
-    while (align > ALIGN_MIN && c < CLASS_COUNT && (cv_class_size[c] & -cv_class_size[c]) < align)
-        c++;
-    if (c >= CLASS_COUNT)
-        return map_alloc(size, align, zero, keep);
-    heap_t *heap = debug_heap();
-    if (heap == NULL) {
-        errno = ENOMEM;
-        return NULL;
-    }
     uint8_t *b = cv_heap_alloc(heap, cv_class_size[c], false);
-    if (unlikely(cv_tl_exited)) {
-        int saved = errno;
-        dbg_heap = NULL;
-        cv_heap_release(heap);
-        errno = saved;
-    }
     if (b == NULL)
         return NULL;
     uintptr_t a = (uintptr_t)b;
@@ -800,6 +786,30 @@ static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, cons
         memset(b + keep, JUNK_ALLOC, size - keep);
     if (f & DEBUG_CANARY)
         memset(b + size, CANARY_BYTE, bs - TRAILER - size);
+    return b;
+}
+
+static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, const char *func) {
+    unsigned c = cv_size_class(size + OVERHEAD);
+    while (align > ALIGN_MIN && c < CLASS_COUNT && (cv_class_size[c] & -cv_class_size[c]) < align)
+        c++;
+    if (c >= CLASS_COUNT)
+        return map_alloc(size, align, zero, keep);
+    heap_t *heap = debug_heap();
+    if (heap == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *b = small_alloc_from(heap, c, size, align, zero, keep, func);
+    /* Past the thread's key destructor, the heap was for this block alone
+     * (as in release mode, heap.c alloc_exited); given back only now, once
+     * nothing here reads its page: another thread may adopt it at once. */
+    if (unlikely(cv_tl_exited)) {
+        int saved = errno;
+        dbg_heap = NULL;
+        cv_heap_release(heap);
+        errno = saved;
+    }
     return b;
 }
 

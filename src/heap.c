@@ -20,8 +20,6 @@
  */
 #include "internal.h"
 
-#include <limits.h> /* PTHREAD_DESTRUCTOR_ITERATIONS */
-
 /* The page that has nothing: every class of the empty heap points at it, so
  * that the fast path needs no "initialised?" test. */
 page_t cv_page_empty;
@@ -382,12 +380,17 @@ raced: /* a remote free reached the page as it went to the full list */
     return page;
 }
 
-/* An allocation by a thread past its last key destructor round: from a
+/* A small allocation by a thread whose key destructor has run: from a
  * heap that goes straight back (its page is then abandoned, holding the
- * block, and adopted or freed like any other). Slow, and only for the
- * last frees and allocations of some library's thread-exit code. */
-static CARVE_NOINLINE void *alloc_exited(heap_t *heap, size_t size, bool zero) {
-    void *p = size <= SMALL_MAX ? cv_heap_alloc(heap, size, zero) : cv_large_alloc(size, 0, zero);
+ * block, and adopted or freed like any other). Slow, and only for what
+ * other libraries' thread-exit code allocates after carve's destructor. */
+static CARVE_NOINLINE void *alloc_exited(size_t size, bool zero) {
+    heap_t *heap = cv_heap_get_slow();
+    if (heap == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = cv_heap_alloc(heap, size, zero);
     int saved = errno;
     cv_heap_release(heap);
     errno = saved;
@@ -396,13 +399,15 @@ static CARVE_NOINLINE void *alloc_exited(heap_t *heap, size_t size, bool zero) {
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
     if (unlikely(heap == &cv_heap_empty)) {
+        if (unlikely(cv_tl_exited) && size <= SMALL_MAX)
+            return alloc_exited(size, zero);
+        if (size > SMALL_MAX && cv_init())
+            return cv_large_alloc(size, 0, zero); /* no heap needed */
         heap = cv_heap_get_slow();
         if (heap == NULL) {
             errno = ENOMEM;
             return NULL;
         }
-        if (unlikely(cv_tl_exited))
-            return alloc_exited(heap, size, zero);
         if (size <= SMALL_MAX)
             return cv_heap_alloc(heap, size, zero);
     }
@@ -453,7 +458,6 @@ heap_t *cv_heap_get_slow(void) {
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->next_free = NULL;
     heap->debug = false; /* a pooled heap may have served debug mode */
-    heap->exit_rounds = 0;
     heap->owner = cv_thread_id();
     cv_tl_heap = heap;
     /* Keys below PTHREAD_KEY_2NDLEVEL_SIZE need no allocation in glibc; if
@@ -513,26 +517,22 @@ void cv_heap_trim(void) {
 }
 
 /* pthread key destructor: the thread is exiting. Other keys' destructors
- * may still allocate, after this one in the same round and in up to
- * PTHREAD_DESTRUCTOR_ITERATIONS rounds in all (one more each time some
- * destructor sets its key again). A heap given back in the first round
- * would be made anew for them and, if that happens in the last round,
- * never given back: its pages, and every block freed into them, lost. So
- * the heap stays for the next rounds (setting the key again is what asks
- * for another call), and what is allocated after it goes, in the last
- * round, through a heap that is given back at once (alloc_exited). Not
- * kept into the last round itself: the sanitizers' runtimes tear down
- * their thread state there, and carve's code, called after that in a
- * sanitized build, crashes. */
+ * may still allocate, after this one and in up to
+ * PTHREAD_DESTRUCTOR_ITERATIONS rounds in all. A heap made for them would
+ * set the key again and be given back in the next round, but never if
+ * that was the last: its pages, and every block freed into them, lost. So
+ * from here on the thread allocates through heaps given back at once
+ * (alloc_exited). (Keeping this heap for later rounds, by setting the key
+ * again, cannot work: a heap made during the rounds cannot tell which
+ * round it is in, and sanitizer runtimes tear down their thread state in
+ * the last round, before carve's destructor would run.) A thread whose
+ * first allocation comes from another key's destructor in the very last
+ * round still leaves its heap behind: nothing tells carve that the thread
+ * is exiting before its own destructor runs. */
 void cv_heap_thread_done(void *arg) {
     heap_t *heap = arg;
     if (heap == NULL || heap == &cv_heap_empty)
         return;
-    if (heap->exit_rounds + 2 < PTHREAD_DESTRUCTOR_ITERATIONS &&
-        pthread_setspecific(cv_heap_key, heap) == 0) {
-        heap->exit_rounds++;
-        return;
-    }
     cv_tl_exited = true;
     cv_heap_release(heap);
 }

@@ -211,7 +211,6 @@ typedef struct heap {
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     struct heap *next_free;          /* heap pool */
     bool debug;                      /* debug.c's: its pages are debug pages */
-    uint8_t exit_rounds;             /* key destructor calls put off (heap.c) */
     /* Blocks of other threads' pages that this thread freed, kept for its
      * own next allocations of the class (heap.c, "foreign blocks"). Not
      * pages: only free, used, block_size and free_is_zero mean what they
