@@ -559,6 +559,8 @@ TEST(CarveHeaps, AllocationsInEveryDestructorRoundOfAnExitingThreadLeakNothing) 
     exit_rounds = nullptr;
     carve_malloc_trim(0);
     const Stats after;
+    if (carve_test::debug_mode())
+        return;  // the quarantine holds freed blocks: no figure to compare
     // A heap that no destructor gives back keeps its pages (and the blocks
     // freed into them) for good: one or two per thread, 64 KiB each.
     EXPECT_LE(after.s.chunks, before.s.chunks + 4)
