@@ -35,6 +35,7 @@ static void fork_child(void) {
     cv_purge_fork_child();
     cv_large_fork_child();
     cv_arena_fork_child();
+    cv_heap_fork_child(); /* after the arena lock is usable again */
     cv_debug_fork_child();
 }
 

@@ -139,6 +139,7 @@ void cv_arena_fork_prepare(void);
 void cv_arena_fork_parent(void);
 void cv_arena_fork_child(void);
 void cv_arena_set_large(uintptr_t slot_addr, unsigned kind);
+void cv_arena_each_page_locked(void (*visit)(page_t *page, void *arg), void *arg);
 void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void (*after)(void *arg),
                    void *arg);
 
@@ -165,6 +166,7 @@ void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
 void cv_heap_thread_done(void *heap);
 void cv_heap_release(heap_t *heap);
+void cv_heap_fork_child(void);
 void cv_heap_trim(void);
 
 CARVE_INLINE heap_t *cv_heap_get(void) {

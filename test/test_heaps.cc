@@ -741,6 +741,109 @@ TEST(CarveHeaps, ThousandForksWhileThreadsAllocateGiveWorkingChildren) {
 
 // ---- a thread exits with live blocks -----------------------------------
 
+// After fork only the forking thread lives on; the pages of the parent's
+// other threads must not stay theirs. The child frees those threads' blocks
+// (also from a thread it starts, which glibc puts on a dead thread's stack,
+// with that thread's id), and allocates as many again: the blocks must be
+// counted free, and the pages reused rather than new ones taken.
+TEST(CarveHeaps, AForkedChildTakesOverThePagesOfTheParentsOtherThreads) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    constexpr size_t kSize = 96, kPerThread = 20000, kThreads = 2;
+    std::vector<Block> blocks(kThreads * kPerThread);
+    std::mutex mutex;
+    std::condition_variable cv;
+    size_t ready = 0;
+    bool forked = false;
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < kThreads; t++) {
+        threads.emplace_back([&, t] {
+            for (size_t i = 0; i < kPerThread; i++)
+                if (!make_block(blocks[t * kPerThread + i], kSize, t * 977 + i))
+                    blocks[t * kPerThread + i].p = nullptr;
+            std::unique_lock<std::mutex> lock(mutex);
+            ready++;
+            cv.notify_all();
+            cv.wait(lock, [&] { return forked; });  // alive, and idle, at the fork
+        });
+    }
+    {
+        std::unique_lock<std::mutex> lock(mutex);
+        cv.wait(lock, [&] { return ready == kThreads; });
+    }
+    for (const Block &b : blocks)
+        ASSERT_NE(b.p, nullptr);
+
+    Watchdog watchdog("fork child takes over pages", 60);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        const Stats start;
+        const size_t c = start.class_of(kSize);
+        int status = 0;
+        // Half freed by the forking thread, half by a thread of the child
+        // (ThreadSanitizer cannot start threads after a multithreaded fork).
+        auto free_range = [&](size_t from, size_t to) {
+            for (size_t i = from; i < to; i++) {
+                if (!intact(blocks[i]))
+                    status = 2;
+                carve_free(blocks[i].p);
+            }
+        };
+        free_range(0, blocks.size() / 2);
+#ifdef CARVE_TSAN
+        free_range(blocks.size() / 2, blocks.size());
+#else
+        std::thread helper(free_range, blocks.size() / 2, blocks.size());
+        helper.join();
+#endif
+        carve_malloc_trim(0);
+        const Stats freed;
+        if (freed.s.classes[c].live > 1000)
+            status = 3;  // the frees were never collected
+        std::vector<Block> again(blocks.size());
+        for (size_t i = 0; i < again.size(); i++)
+            if (!make_block(again[i], kSize, i))
+                status = 4;
+        const Stats refilled;
+        // 40,000 blocks of 96 bytes fill about 59 pages of 64 KiB.
+        if (refilled.s.classes[c].pages > start.s.classes[c].pages + 8)
+            status = 5;  // new pages instead of the freed ones
+        for (const Block &b : again) {
+            if (!intact(b))
+                status = 6;
+            carve_free(b.p);
+        }
+        if (status != 0)
+            fprintf(stderr, "child: class %zu: %zu pages at fork, live %zu after the frees, "
+                            "%zu pages after as many allocations again\n",
+                    start.s.classes[c].size, start.s.classes[c].pages, freed.s.classes[c].live,
+                    refilled.s.classes[c].pages);
+        _exit(status);
+    }
+    int status = 0;
+    pid_t w;
+    do {
+        w = waitpid(pid, &status, 0);
+    } while (w == -1 && errno == EINTR);
+    ASSERT_EQ(w, pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "child " << (WIFSIGNALED(status) ? "killed by signal " : "exited with ")
+        << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status))
+        << " (2: a block changed, 3: frees not collected, 4: malloc failed, "
+           "5: pages not reused, 6: a new block changed)";
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        forked = true;
+    }
+    cv.notify_all();
+    for (auto &t : threads)
+        t.join();
+    for (const Block &b : blocks) {
+        EXPECT_TRUE(intact(b)) << "the parent's copy changed";
+        carve_free(b.p);
+    }
+}
+
 TEST(CarveHeaps, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
     CARVE_SKIP_IN_DEBUG_MODE();
 
