@@ -42,6 +42,10 @@ static void fork_child(void) {
 static CARVE_COLD bool init_slow(void) {
     int expected = 0;
     if (atomic_compare_exchange_strong(&cv_init_state, &expected, 1)) {
+        /* The first malloc runs this: it must not leave errno changed by
+         * the files and calls it tries on the way (a cgroup file that does
+         * not exist: ENOENT). */
+        int saved = errno;
         atomic_store(&init_thread, cv_thread_id());
         cv_options_parse();
         cv_purge_init();
@@ -50,6 +54,7 @@ static CARVE_COLD bool init_slow(void) {
         }
         pthread_atfork(fork_prepare, fork_parent, fork_child);
         atomic_store_explicit(&cv_init_state, 2, memory_order_release);
+        errno = saved;
         return true;
     }
     if (atomic_load(&init_thread) == cv_thread_id())

@@ -74,8 +74,8 @@ static bool parse_uint(const char *v, size_t n, size_t *out) {
             return false;
         x = x * 10 + (size_t)(v[i] - '0');
     }
-    if (i < n) { /* one suffix: k, m, g (binary) */
-        if (i + 1 != n)
+    if (i < n) { /* one suffix: k, m, g (binary), after at least one digit */
+        if (i == 0 || i + 1 != n)
             return false;
         unsigned shift = v[i] == 'k' || v[i] == 'K' ? 10 : v[i] == 'm' || v[i] == 'M' ? 20
                          : v[i] == 'g' || v[i] == 'G' ? 30 : 0;
@@ -115,6 +115,8 @@ static bool parse_debug(const char *v, size_t n, unsigned *out) {
         {"all", DEBUG_ALL}, {"1", DEBUG_ALL & ~DEBUG_PAGE}, {"none", 0}, {"0", 0},
     };
     unsigned flags = 0;
+    if (n == 0) /* "debug=" says nothing: not "no checks" */
+        return false;
     while (n > 0) {
         size_t w = 0;
         while (w < n && v[w] != '+' && v[w] != '|' && v[w] != ';')

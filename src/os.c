@@ -55,9 +55,13 @@ void cv_os_hugepage(void *p, size_t size) {
 #endif
 }
 
+/* free() unmaps, and must not change errno (munmap can fail: splitting
+ * the reservation's mapping at vm.max_map_count). */
 void cv_os_unmap(void *p, size_t size) {
+    int saved = errno;
     if (size)
         munmap(p, size);
+    errno = saved;
 }
 
 /* Debug mode's guard pages: PROT_NONE (rw false) or back to read-write.
@@ -74,8 +78,14 @@ bool cv_os_discard(void *p, size_t size) {
                 -1, 0) != MAP_FAILED;
 }
 
+/* Fails (ENOMEM) whenever the address space after p is taken: the caller
+ * then moves the block, and a realloc or malloc that succeeds that way must
+ * leave errno as it was. */
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size) {
-    return mremap(p, old_size, new_size, 0) != MAP_FAILED;
+    int saved = errno;
+    bool ok = mremap(p, old_size, new_size, 0) != MAP_FAILED;
+    errno = saved;
+    return ok;
 }
 
 /* Moves the pages of [p, p+old_size) to dest (replacing whatever mapping is
@@ -222,7 +232,7 @@ void cv_os_sleep_ms(unsigned ms) {
 
 /* A whole small file (for /proc and /sys) into buf, NUL-terminated; 0 when
  * it cannot be read. open/read/close only: stdio would allocate. */
-size_t cv_os_read_file(const char *path, char *buf, size_t cap) {
+static size_t read_file(const char *path, char *buf, size_t cap) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -237,6 +247,15 @@ size_t cv_os_read_file(const char *path, char *buf, size_t cap) {
     }
     close(fd);
     buf[n] = '\0';
+    return n;
+}
+
+/* Files that may well not exist (cgroup v1 or v2 limits): errno is kept,
+ * since the first malloc reads them. */
+size_t cv_os_read_file(const char *path, char *buf, size_t cap) {
+    int saved = errno;
+    size_t n = read_file(path, buf, cap);
+    errno = saved;
     return n;
 }
 

@@ -21,6 +21,7 @@
  */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 
 static struct {
@@ -205,10 +206,20 @@ static void start_background(void) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    /* All signals blocked in the purger (it inherits the mask of the thread
+     * that starts it): a signal the program blocks in its own threads, to
+     * take it with sigwait, must not be delivered to carve's thread and
+     * run its default action there (SIGUSR1 killed the process). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int saved = errno;
     if (pthread_create(&t, &attr, background, NULL) != 0) {
         cv_msg_print("carve: cannot start the background purger; purging from slow paths\n");
         cv_options.background = false;
     }
+    errno = saved;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
 }
 

@@ -955,9 +955,17 @@ TEST(CarveOptionSet, AcceptsKnownOptionsAndRejectsOthersWithAMessage) {
     testing::internal::CaptureStderr();
     int unknown = carve_option_set("no_such_option=1");
     int bad_value = carve_option_set("decay_ms=soon");
+    // A unit with no number, or an empty debug list, is no value (it was
+    // taken as 0: no decay, no large cache; no debug checks).
+    int bare_unit = carve_option_set("decay_ms=k");
+    int bare_size_unit = carve_option_set("quarantine=M");
+    int empty_debug = carve_option_set("debug=");
     std::string err = testing::internal::GetCapturedStderr();
     EXPECT_EQ(unknown, -1);
     EXPECT_EQ(bad_value, -1);
+    EXPECT_EQ(bare_unit, -1);
+    EXPECT_EQ(bare_size_unit, -1);
+    EXPECT_EQ(empty_debug, -1);
     EXPECT_FALSE(err.empty()) << "a rejected option should say why on stderr";
 
     void *p = carve_malloc(100);

@@ -729,6 +729,34 @@ int background_honours_purge_none() {
     return 0;
 }
 
+// A program that blocks a signal in its threads and takes it with
+// sigtimedwait (the usual way to handle signals in threaded code) must get
+// it: the purger, started from a thread where the signal was still open,
+// must not take it and die of its default action. Returns 0, or 18 when
+// sigtimedwait timed out.
+int background_leaves_signals_to_the_program() {
+    if (carve_option_set("background=1") != 0)
+        return 10;
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
+    tick();  // starts the purger, with SIGUSR1 open here
+    void *p = carve_malloc(8 * kMiB);
+    carve_free(p);
+    sleep_ms(50);
+    pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+    kill(getpid(), SIGUSR1);
+    struct timespec wait = {2, 0};
+    return sigtimedwait(&usr1, nullptr, &wait) == SIGUSR1 ? 0 : 18;
+}
+
+TEST_F(CarvePurge, BackgroundPurgerDoesNotTakeTheProgramsSignals) {
+    const int code = in_child(background_leaves_signals_to_the_program);
+    EXPECT_NE(code, 1000 + SIGUSR1) << "SIGUSR1 reached the purger thread and killed the process";
+    EXPECT_EQ(code, 0) << "child exited with " << code << " (1000 + n: killed by signal n)";
+}
+
 TEST_F(CarvePurge, BackgroundPurgerPurgesWhileTheProgramSleeps) {
     CARVE_SKIP_IN_DEBUG_MODE();
 

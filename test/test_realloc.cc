@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -256,6 +257,30 @@ TEST(CarveRealloc, AlignedBlocksCanBeReallocatedKeepingContents) {
             carve_free(p);
         }
     }
+}
+
+// Growing a large block in place fails whenever the addresses after it are
+// taken (here by its neighbours), and the block then moves: the realloc
+// succeeds, and errno must be as it was (glibc leaves it; the failed
+// in-place attempt set ENOMEM).
+TEST(CarveRealloc, LargeReallocThatMovesLeavesErrnoAlone) {
+    void *blocks[3];
+    for (void *&b : blocks) {
+        b = carve_malloc(1 * kMiB);
+        ASSERT_NE(b, nullptr);
+        fill_range(b, 0, 4096, 7);
+    }
+    for (void *&b : blocks) {
+        errno = 0;
+        void *q = carve_realloc(b, 64 * kMiB);
+        const int e = errno;
+        ASSERT_NE(q, nullptr);
+        b = q;
+        EXPECT_EQ(e, 0) << "a realloc to 64 MiB succeeded and set errno";
+        EXPECT_EQ(first_mismatch(q, 4096, 7), 4096u);
+    }
+    for (void *b : blocks)
+        carve_free(b);
 }
 
 TEST(CarveRealloc, SameSizeReallocKeepsContents) {

@@ -67,12 +67,22 @@ cat >prog_a.c <<'C'
 #define _GNU_SOURCE
 #include <carve.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int main(void) {
+    /* The process's first allocation starts carve up (cgroup files that
+     * may not exist, ...): a malloc that succeeds leaves errno alone. */
+    errno = 0;
+    void *first = malloc(100);
+    if (first == NULL || errno != 0) {
+        printf("the first malloc returned %p and set errno to %d\n", first, errno);
+        return 1;
+    }
+    free(first);
     Dl_info info;
     if (dladdr((void *)carve_malloc, &info) && info.dli_fname)
         printf("carve_malloc comes from %s\n", info.dli_fname);
