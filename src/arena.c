@@ -387,20 +387,31 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             chunk->empty_since_ms = 0;
         } else if (chunk->empty_since_ms == 0) {
             chunk->empty_since_ms = now;
-        } else if (now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
+        } else if (now > chunk->empty_since_ms && /* now may predate the lock */
+                   now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
                    empty_kept >= CHUNKS_RETAINED) {
-            *link = chunk->next;
             /* first: the batch may hold runs of this chunk, and the flush
              * takes the slices it zeroes out of small_lazy itself */
             purge_flush(&batch);
-            atomic_fetch_sub_explicit(&cv_stats.small_lazy,
-                                      (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident)
-                                          << SLICE_SHIFT,
-                                      memory_order_relaxed);
+            /* The slot is cleared before the unmap, so that no large block
+             * mapped at this address meanwhile has its own slot cleared;
+             * if the kernel refuses (the reservation's mapping would split
+             * past vm.max_map_count), the chunk stays, whole and usable. */
+            chunk_t *next = chunk->next; /* (the header goes with the unmap) */
+            size_t lazy = (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident)
+                          << SLICE_SHIFT;
             map_set((uintptr_t)chunk, MAP_NONE);
+            if (!cv_os_unmap(chunk, CHUNK_SIZE)) {
+                map_set((uintptr_t)chunk, MAP_SMALL);
+                chunk->empty_since_ms = now; /* not again at every pass */
+                empty_kept++;
+                link = &chunk->next;
+                continue;
+            }
+            *link = next;
+            atomic_fetch_sub_explicit(&cv_stats.small_lazy, lazy, memory_order_relaxed);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;
-            cv_os_unmap(chunk, CHUNK_SIZE);
             continue;
         } else {
             empty_kept++;

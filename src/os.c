@@ -57,11 +57,11 @@ void cv_os_hugepage(void *p, size_t size) {
 
 /* free() unmaps, and must not change errno (munmap can fail: splitting
  * the reservation's mapping at vm.max_map_count). */
-void cv_os_unmap(void *p, size_t size) {
+bool cv_os_unmap(void *p, size_t size) {
     int saved = errno;
-    if (size)
-        munmap(p, size);
+    bool ok = size == 0 || munmap(p, size) == 0;
     errno = saved;
+    return ok;
 }
 
 /* Debug mode's guard pages: PROT_NONE (rw false) or back to read-write.
