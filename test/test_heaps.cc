@@ -711,20 +711,11 @@ TEST(CarveHeaps, ThousandForksWhileThreadsAllocateGiveWorkingChildren) {
             alarm(10);  // a deadlock in the child ends it with SIGALRM
             _exit(child_work(mine, big, kBig));
         }
-        int status = 0;
-        pid_t w;
-        do {
-            w = waitpid(pid, &status, 0);
-        } while (w == -1 && errno == EINTR);
-        ASSERT_EQ(w, pid);
-        if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        const int status = carve_test::wait_child(pid);
+        ASSERT_NE(status, -1);
+        if (!carve_test::child_ok(status)) {
             failures++;
-            ADD_FAILURE() << "fork " << done << ": child "
-                          << (WIFSIGNALED(status) ? "killed by signal " : "exited with ")
-                          << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status))
-                          << (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM
-                                  ? " (timed out: deadlock in the child?)"
-                                  : "");
+            ADD_FAILURE() << "fork " << done << ": child " << carve_test::child_outcome(status);
         }
         EXPECT_TRUE(intact(mine)) << "the child's free changed the parent's block";
         EXPECT_TRUE(big[0] == 0x5a && big[kBig - 1] == 0x5a);
@@ -820,16 +811,9 @@ TEST(CarveHeaps, AForkedChildTakesOverThePagesOfTheParentsOtherThreads) {
                     refilled.s.classes[c].pages);
         _exit(status);
     }
-    int status = 0;
-    pid_t w;
-    do {
-        w = waitpid(pid, &status, 0);
-    } while (w == -1 && errno == EINTR);
-    ASSERT_EQ(w, pid);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << "child " << (WIFSIGNALED(status) ? "killed by signal " : "exited with ")
-        << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status))
-        << " (2: a block changed, 3: frees not collected, 4: malloc failed, "
+    const int status = carve_test::wait_child(pid);
+    EXPECT_TRUE(carve_test::child_ok(status))
+        << "child " << carve_test::child_outcome(status) << " (2: a block changed, 3: frees not collected, 4: malloc failed, "
            "5: pages not reused, 6: a new block changed)";
     {
         std::lock_guard<std::mutex> lock(mutex);

@@ -412,17 +412,10 @@ TEST(CarveThreads, ForkWhileOtherThreadsAllocateGivesAWorkingChildHeap) {
             carve_free(z);
             _exit(status);
         }
-        int status = 0;
-        pid_t w;
-        do {
-            w = waitpid(pid, &status, 0);
-        } while (w == -1 && errno == EINTR);
-        ASSERT_EQ(w, pid);
-        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-            << "fork " << i << ": child "
-            << (WIFSIGNALED(status) ? "killed by signal " : "exited with ")
-            << (WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status))
-            << (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM ? " (deadlock?)" : "");
+        const int status = carve_test::wait_child(pid);
+        ASSERT_NE(status, -1);
+        EXPECT_TRUE(carve_test::child_ok(status))
+            << "fork " << i << ": child " << carve_test::child_outcome(status);
         // The parent's copy is untouched by the child's free.
         EXPECT_EQ(checksum(parent_block, parent_size), parent_sum);
         carve_free(parent_block);

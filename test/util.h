@@ -9,12 +9,40 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cerrno>
+#include <csignal>
+#include <string>
 
 #include <carve.h>
 
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace carve_test {
+
+// The wait status of child pid (waitpid through EINTR), or -1 when waitpid
+// failed.
+inline int wait_child(pid_t pid) {
+    int status = 0;
+    pid_t w;
+    do {
+        w = waitpid(pid, &status, 0);
+    } while (w == -1 && errno == EINTR);
+    return w == pid ? status : -1;
+}
+
+inline bool child_ok(int status) { return status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0; }
+
+// "exited with 3", "killed by signal 14 (SIGALRM: deadlock?)", for messages.
+inline std::string child_outcome(int status) {
+    if (status == -1)
+        return "could not be waited for";
+    if (WIFSIGNALED(status))
+        return "killed by signal " + std::to_string(WTERMSIG(status)) +
+               (WTERMSIG(status) == SIGALRM ? " (SIGALRM: deadlock?)" : "");
+    return "exited with " + std::to_string(WEXITSTATUS(status));
+}
 
 // The factor heavy tests multiply their counts by (CARVE_TEST_SCALE, 1.0).
 inline double test_scale() {
