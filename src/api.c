@@ -101,9 +101,7 @@ static inline void do_free(void *p, size_t size, const char *func) {
             cv_debug_double_free(page, p, func); /* does not return */
             return;
         }
-        uint32_t used = page->used - 1;
-        CV_SET(page->used, used);
-        if (unlikely(used - 1u >= PAGE_IN_FULL - 1u))
+        if (cv_page_unuse(page))
             cv_heap_free_local_slow(page);
         return;
     }

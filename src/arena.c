@@ -482,26 +482,14 @@ void cv_arena_fork_child(void) {
 }
 
 /* ---- statistics --------------------------------------------------------- */
-/* Under the lock: every page in use, in address order. visit may free the
- * page it is given (its run's later slices then no longer start a page). */
+/* Under the lock: every page in use (free slices map to pages[0]), in
+ * address order. visit may free the page it is given: the later slices of
+ * its run then no longer start a page. */
 void cv_arena_each_page_locked(void (*visit)(page_t *page, void *arg), void *arg) {
-    for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
-        for (unsigned i = 1; i < SLICES_PER_CHUNK; i++) {
-            if (chunk->slice_page[i] == i && chunk->pages[i].state != PAGE_FREE)
-                visit(&chunk->pages[i], arg);
-        }
-    }
-}
-
-void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void (*after)(void *arg),
-                   void *arg) {
-    cv_arena_lock();
     for (chunk_t *chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
         for (unsigned i = 1; i < SLICES_PER_CHUNK; i++) {
             if (chunk->slice_page[i] == i)
                 visit(&chunk->pages[i], arg);
         }
     }
-    after(arg);
-    cv_arena_unlock();
 }

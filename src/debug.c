@@ -442,9 +442,7 @@ static void free_to_page(page_t *page, block_t *b, const char *func) {
         pthread_getspecific(cv_heap_key) == heap) {
         b->next = page->local_free;
         page->local_free = b;
-        uint32_t used = page->used - 1;
-        CV_SET(page->used, used);
-        if (unlikely(used - 1u >= PAGE_IN_FULL - 1u))
+        if (cv_page_unuse(page))
             cv_heap_free_local_slow(page);
         return;
     }
@@ -805,10 +803,8 @@ static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, cons
      * (as in release mode, heap.c alloc_exited); given back only now, once
      * nothing here reads its page: another thread may adopt it at once. */
     if (unlikely(cv_tl_exited)) {
-        int saved = errno;
         dbg_heap = NULL;
         cv_heap_release(heap);
-        errno = saved;
     }
     return b;
 }

@@ -391,28 +391,27 @@ static CARVE_NOINLINE void *alloc_exited(size_t size, bool zero) {
         return NULL;
     }
     void *p = cv_heap_alloc(heap, size, zero);
-    int saved = errno;
     cv_heap_release(heap);
-    errno = saved;
     return p;
 }
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
+    if (size > SMALL_MAX) { /* no heap needed (cv_init: the first call may be this one) */
+        if (likely(cv_init()))
+            return cv_large_alloc(size, 0, zero);
+        errno = ENOMEM;
+        return NULL;
+    }
     if (unlikely(heap == &cv_heap_empty)) {
-        if (unlikely(cv_tl_exited) && size <= SMALL_MAX)
+        if (unlikely(cv_tl_exited))
             return alloc_exited(size, zero);
-        if (size > SMALL_MAX && cv_init())
-            return cv_large_alloc(size, 0, zero); /* no heap needed */
         heap = cv_heap_get_slow();
         if (heap == NULL) {
             errno = ENOMEM;
             return NULL;
         }
-        if (size <= SMALL_MAX)
-            return cv_heap_alloc(heap, size, zero);
+        return cv_heap_alloc(heap, size, zero);
     }
-    if (size > SMALL_MAX)
-        return cv_large_alloc(size, 0, zero);
     unsigned c = cv_size_class(size);
     /* The fast path missed: foreign blocks (if direct[c] was theirs) ran
      * out, and the current page may still have blocks. */
@@ -567,8 +566,10 @@ void cv_heap_thread_done(void *arg) {
 }
 
 /* The heap's pages go to the arena (abandoned while they hold live
- * blocks), and the heap to the pool. */
+ * blocks), and the heap to the pool. errno is kept: an allocation made
+ * through a heap given back at once (alloc_exited, debug.c) succeeded. */
 void cv_heap_release(heap_t *heap) {
+    int saved = errno;
     /* before the lock: a kept block of an abandoned page takes it */
     foreign_flush_all(heap);
     cv_arena_lock();
@@ -583,4 +584,5 @@ void cv_heap_release(heap_t *heap) {
     cv_arena_unlock();
     /* Frees after this point go the remote way. */
     cv_tl_heap = &cv_heap_empty;
+    errno = saved;
 }

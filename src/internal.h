@@ -140,8 +140,6 @@ void cv_arena_fork_parent(void);
 void cv_arena_fork_child(void);
 void cv_arena_set_large(uintptr_t slot_addr, unsigned kind);
 void cv_arena_each_page_locked(void (*visit)(page_t *page, void *arg), void *arg);
-void cv_arena_walk(void (*visit)(const page_t *page, void *arg), void (*after)(void *arg),
-                   void *arg);
 
 /* ---- page.c ------------------------------------------------------------ */
 void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap);
@@ -194,6 +192,15 @@ CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
             memset(b, 0, page->block_size);
     }
     return b;
+}
+
+/* The owner's free, once the block is linked back: one block fewer in use.
+ * True when the page is now empty or sits in the full list, both tested by
+ * one compare (see page_t.used): cv_heap_free_local_slow then. */
+CARVE_INLINE bool cv_page_unuse(page_t *page) {
+    uint32_t used = page->used - 1;
+    CV_SET(page->used, used);
+    return unlikely(used - 1u >= PAGE_IN_FULL - 1u);
 }
 
 /* The allocation fast path: pop the class's current page. The empty heap's

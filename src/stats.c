@@ -21,7 +21,7 @@ typedef struct class_totals {
     size_t chunks, chunks_peak, small_purged;
 } class_totals_t;
 
-static void count_page(const page_t *page, void *arg) {
+static void count_page(page_t *page, void *arg) {
     class_totals_t *t = arg;
     unsigned c = CV_PEEK(page->class_idx);
     t->pages[c]++;
@@ -38,9 +38,8 @@ static void count_page(const page_t *page, void *arg) {
         t->abandoned++;
 }
 
-/* Runs under the arena lock, after the page walk. */
-static void count_arena(void *arg) {
-    class_totals_t *t = arg;
+/* Under the arena lock, after the page walk. */
+static void count_arena(class_totals_t *t) {
     memcpy(t->purged, cv_stats.class_purged, sizeof t->purged);
     t->chunks = cv_stats.chunks;
     t->chunks_peak = cv_stats.chunks_peak;
@@ -49,38 +48,46 @@ static void count_arena(void *arg) {
 
 static void totals(class_totals_t *t) {
     memset(t, 0, sizeof *t);
-    cv_arena_walk(count_page, count_arena, t);
+    cv_arena_lock();
+    cv_arena_each_page_locked(count_page, t);
+    count_arena(t);
+    cv_arena_unlock();
 }
 
-void cv_stats_read(struct carve_stats *st) {
-    class_totals_t t;
-    totals(&t);
+/* st from one page walk, whose totals t the caller may use as well. */
+static void read_with(struct carve_stats *st, class_totals_t *t) {
+    totals(t);
     memset(st, 0, sizeof *st);
     st->class_count = CLASS_COUNT;
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         struct carve_class_stats *k = &st->classes[c];
         k->size = cv_class_size[c];
-        k->pages = t.pages[c];
-        k->live = t.live[c];
-        k->mapped = t.mapped[c];
-        k->committed = t.carved[c] * cv_class_size[c];
-        k->purged = t.purged[c];
+        k->pages = t->pages[c];
+        k->live = t->live[c];
+        k->mapped = t->mapped[c];
+        k->committed = t->carved[c] * cv_class_size[c];
+        k->purged = t->purged[c];
         st->live += k->live * k->size;
     }
-    st->chunks = t.chunks;
+    st->chunks = t->chunks;
     st->large_live = atomic_load_explicit(&cv_stats.large_count, memory_order_relaxed);
     st->large_mapped = atomic_load_explicit(&cv_stats.large_bytes, memory_order_relaxed);
     st->large_cached = atomic_load_explicit(&cv_stats.large_cached, memory_order_relaxed);
     st->live += st->large_mapped;
     /* lazily purged cached mappings still hold address space */
-    st->mapped = t.chunks * CHUNK_SIZE + st->large_mapped + st->large_cached +
+    st->mapped = t->chunks * CHUNK_SIZE + st->large_mapped + st->large_cached +
                  atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
     st->committed = atomic_load_explicit(&cv_stats.small_committed, memory_order_relaxed) +
                     st->large_mapped + st->large_cached;
-    st->purged = t.small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);
+    st->purged = t->small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);
     st->lazy = atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
                atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
     st->cgroup_limit = cv_purge_limit();
+}
+
+void cv_stats_read(struct carve_stats *st) {
+    class_totals_t t;
+    read_with(st, &t);
 }
 
 void cv_stats_collect(struct carve_mallinfo2 *mi) {
@@ -123,8 +130,7 @@ void cv_stats_collect_legacy(struct carve_mallinfo *mi) {
 int cv_stats_xml(FILE *fp) {
     struct carve_stats st;
     class_totals_t t;
-    cv_stats_read(&st);
-    totals(&t);
+    read_with(&st, &t);
     size_t free_count = 0, free_bytes = 0, from = 1;
     int bad = fprintf(fp, "<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n") < 0;
     for (size_t c = 0; c < st.class_count; c++) {
@@ -165,7 +171,8 @@ int cv_stats_xml(FILE *fp) {
 
 void cv_stats_print(void) {
     class_totals_t t;
-    totals(&t);
+    struct carve_stats st;
+    read_with(&st, &t);
     cv_msg_print("carve %s statistics\n", CARVE_VERSION);
     cv_msg_print("%10s %10s %12s %12s %14s\n", "class", "pages", "live", "carved", "live bytes");
     size_t live_bytes = 0;
@@ -177,8 +184,6 @@ void cv_stats_print(void) {
         cv_msg_print("%10u %10zu %12zu %12zu %14zu\n", cv_class_size[c], t.pages[c], t.live[c],
                      t.carved[c], lb);
     }
-    struct carve_stats st;
-    cv_stats_read(&st);
     cv_msg_print("small: %zu bytes live in %zu chunks of %zu KiB, %zu abandoned pages\n",
                  live_bytes, t.chunks, CHUNK_SIZE >> 10, t.abandoned);
     cv_msg_print("large: %zu blocks live, %zu bytes mapped, %zu bytes cached, %zu allocated in all\n",
