@@ -31,6 +31,9 @@ static struct {
     _Atomic uint64_t last_pass;
     size_t limit;              /* cgroup memory limit in bytes, 0 if none */
     _Atomic bool thread_started;
+    /* set when the purger could not be started: the slow paths purge
+     * instead (cv_options is written only before threads exist) */
+    _Atomic bool thread_failed;
     _Atomic bool running;      /* one pass at a time */
 } purge;
 
@@ -216,20 +219,26 @@ static void start_background(void) {
     int saved = errno;
     if (pthread_create(&t, &attr, background, NULL) != 0) {
         cv_msg_print("carve: cannot start the background purger; purging from slow paths\n");
-        cv_options.background = false;
+        atomic_store_explicit(&purge.thread_failed, true, memory_order_relaxed);
     }
     errno = saved;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
 }
 
+/* background=1 and the purger running (or being started). */
+static bool background_on(void) {
+    return cv_options.background &&
+           !atomic_load_explicit(&purge.thread_failed, memory_order_relaxed);
+}
+
 void cv_purge_tick(void) {
     if (cv_options.purge == PURGE_NONE)
         return;
-    if (cv_options.background && !cv_purge_pressure()) {
+    if (background_on() && !cv_purge_pressure()) {
         if (!atomic_load_explicit(&purge.thread_started, memory_order_relaxed))
             start_background();
-        if (cv_options.background)
+        if (background_on())
             return;
     }
     uint64_t now = cv_os_now_ms();
@@ -252,7 +261,7 @@ void cv_purge_excess(void) {
     bool pressure = cv_purge_pressure();
     /* background=1 keeps madvise off the program's threads: the purger's
      * next pass (within half a decay period) takes the excess */
-    if (cv_options.background && !pressure &&
+    if (background_on() && !pressure &&
         atomic_load_explicit(&purge.thread_started, memory_order_relaxed))
         return;
     cv_arena_purge_excess(use_dontneed(pressure));
@@ -267,5 +276,6 @@ bool cv_purge_trim(void) {
 void cv_purge_fork_child(void) {
     /* threads do not survive fork: the child starts its own purger */
     atomic_store(&purge.thread_started, false);
+    atomic_store(&purge.thread_failed, false);
     atomic_store(&purge.running, false);
 }

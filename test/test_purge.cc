@@ -751,6 +751,56 @@ int background_leaves_signals_to_the_program() {
     return sigtimedwait(&usr1, nullptr, &wait) == SIGUSR1 ? 0 : 18;
 }
 
+// background=1 where no thread can be started (a sandbox, a process at its
+// thread limit): carve says so and purges from the slow paths instead, as
+// with background=0. A seccomp filter makes clone and clone3 fail with
+// EAGAIN, as pthread_create does at RLIMIT_NPROC. Returns 0; 19 when the
+// freed memory was not purged; 77 without seccomp.
+int purge_when_the_background_purger_cannot_start() {
+#ifdef SYS_clone3
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone3, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EAGAIN),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 77;
+#else
+    return 77;
+#endif
+    const size_t total = scaled(32 * kMiB, 8 * kMiB);
+    if (carve_option_set("purge=dontneed") != 0 || carve_option_set("decay_ms=20") != 0 ||
+        carve_option_set("background=1") != 0)
+        return 10;
+    tick();  // tries to start the purger, and fails
+    std::vector<Block> v = alloc_small(total, 11);
+    if (v.empty())
+        return 11;
+    const size_t before = Stats().small_committed();
+    if (free_all(v) != 0)
+        return 12;
+    for (int i = 0; i < 20; i++) {
+        sleep_ms(25);
+        tick();
+        if (Stats().small_committed() + total * 3 / 4 <= before)
+            return 0;
+    }
+    return 19;
+}
+
+TEST_F(CarvePurge, WithoutABackgroundThreadTheSlowPathsPurge) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int code = in_child(purge_when_the_background_purger_cannot_start);
+    if (code == 77)
+        GTEST_SKIP() << "seccomp filters are not available here";
+    EXPECT_NE(code, 19) << "background=1 and no thread: freed memory was not purged";
+    EXPECT_EQ(code, 0) << "child exited with " << code << " (1000 + n: killed by signal n)";
+}
+
 TEST_F(CarvePurge, BackgroundPurgerDoesNotTakeTheProgramsSignals) {
     const int code = in_child(background_leaves_signals_to_the_program);
     EXPECT_NE(code, 1000 + SIGUSR1) << "SIGUSR1 reached the purger thread and killed the process";
