@@ -26,19 +26,23 @@ extern "C" {
 #define CARVE_VERSION_PATCH 0
 #define CARVE_VERSION "0.1.0"
 
+/* One macro per arity, not a variadic one: the header must compile as C89
+ * and C++98 under -pedantic, which have no variadic macros. */
 #if defined(__GNUC__)
 #define CARVE_MALLOC_ATTR __attribute__((malloc, warn_unused_result))
-#define CARVE_ALLOC_SIZE(...) __attribute__((alloc_size(__VA_ARGS__)))
+#define CARVE_ALLOC_SIZE(n) __attribute__((alloc_size(n)))
+#define CARVE_ALLOC_SIZE2(n, m) __attribute__((alloc_size(n, m)))
 #else
 #define CARVE_MALLOC_ATTR
-#define CARVE_ALLOC_SIZE(...)
+#define CARVE_ALLOC_SIZE(n)
+#define CARVE_ALLOC_SIZE2(n, m)
 #endif
 
 CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(1) void *carve_malloc(size_t size);
 void carve_free(void *ptr);
-CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(1, 2) void *carve_calloc(size_t nmemb, size_t size);
+CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE2(1, 2) void *carve_calloc(size_t nmemb, size_t size);
 CARVE_ALLOC_SIZE(2) void *carve_realloc(void *ptr, size_t size);
-CARVE_ALLOC_SIZE(2, 3) void *carve_reallocarray(void *ptr, size_t nmemb, size_t size);
+CARVE_ALLOC_SIZE2(2, 3) void *carve_reallocarray(void *ptr, size_t nmemb, size_t size);
 
 /* alignment must be a power of two; otherwise NULL with errno == EINVAL. */
 CARVE_MALLOC_ATTR CARVE_ALLOC_SIZE(2) void *carve_aligned_alloc(size_t alignment, size_t size);

@@ -1,6 +1,8 @@
 # link.sh: install carve into a staging directory and use it the ways a
 # program would: (a) linked with pkg-config, (b) linked statically, (c) from
-# C++, (d) through the carve-run wrapper, (e) opened with dlopen.
+# C++, (d) through the carve-run wrapper, (e) opened with dlopen, (f) the
+# carve_ names only, beside glibc's malloc (pkg-config carve-prefixed); and
+# (g) the installed header under every C and C++ standard, pedantic.
 . "$(dirname "$0")/common.sh"
 CC=${CC:-cc}
 CXX=${CXX:-c++}
@@ -230,6 +232,8 @@ expect_run "(d) without the wrapper the check fails" 1 env -u LD_PRELOAD ./prog_
 expect_run "(d) carve-run sh -c 'echo ok'" 0 env CARVE_LIB="$so" "$wrapper" sh -c 'echo ok'
 [ "$(cat "$TMP/run.out")" = ok ] || fail "(d) carve-run sh -c 'echo ok' printed something else"
 expect_run "(d) carve-run ./prog_d" 0 env CARVE_LIB="$so" "$wrapper" ./prog_d
+expect_run "(d) carve-run --help" 0 "$wrapper" --help
+grep -q "usage: carve-run" "$TMP/run.out" || fail "(d) carve-run --help printed no usage"
 
 # ---- (e) dlopen at run time ------------------------------------------------------
 cat >prog_e.c <<'C'
@@ -305,4 +309,75 @@ C
 build prog_e "$CC" prog_e.c -ldl -pthread
 expect_run "(e) dlopen of the staged libcarve.so" 0 env -u LD_PRELOAD ./prog_e "$so"
 
-pass "pkg-config link, static link, C++, carve-run and dlopen all work"
+# ---- (f) carve_ beside glibc's malloc: libcarve_prefixed ---------------------
+ppc=$(find "$stage" -name carve-prefixed.pc -type f | head -n 1)
+[ -n "$ppc" ] || fail "(f) carve-prefixed.pc was not installed"
+plibs=$(pkg-config --libs carve-prefixed) || fail "(f) pkg-config --libs carve-prefixed failed"
+plibs_L=$(pkg-config --libs-only-L carve-prefixed)
+cat >prog_f.c <<'C'
+#include <carve.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t carve_live(void) {
+    static struct carve_stats s;
+    carve_stats_read(&s);
+    return s.live;
+}
+
+/* malloc stays the C library's; carve_malloc is carve's. */
+int main(void) {
+    size_t before = carve_live();
+    char *g = malloc(1000), *c = carve_malloc(1000);
+    if (!g || !c)
+        return 1;
+    memset(g, 1, 1000);
+    memset(c, 2, 1000);
+    size_t after = carve_live();
+    printf("carve live bytes: %zu before, %zu after malloc(1000) and carve_malloc(1000)\n",
+           before, after);
+    if (after - before != carve_malloc_usable_size(c)) {
+        puts("malloc went to carve, or carve_malloc was not counted");
+        return 1;
+    }
+    void *g1 = malloc(1), *c1 = carve_malloc(1);
+    size_t gu = malloc_usable_size(g1), cu = carve_malloc_usable_size(c1);
+    printf("malloc_usable_size(malloc(1)) = %zu, carve_malloc_usable_size(carve_malloc(1)) = %zu\n",
+           gu, cu);
+    if (gu < 24 || cu >= 24) {
+        puts("the two allocators are not the ones expected");
+        return 1;
+    }
+    free(g1);
+    carve_free(c1);
+    c = carve_realloc(c, 1 << 20);
+    if (!c || c[999] != 2)
+        return 1;
+    free(g);
+    carve_free(c);
+    puts("malloc is glibc's, carve_malloc is carve's");
+    return 0;
+}
+C
+build prog_f "$CC" prog_f.c $cflags $plibs
+nm -D prog_f | grep -q ' U malloc' || fail "(f) prog_f does not take malloc from a shared library"
+expect_run "(f) carve_ API beside glibc's malloc, shared" 0 env -u LD_PRELOAD LD_LIBRARY_PATH="$libdir" ./prog_f
+if [ -f "$libdir/libcarve_prefixed.a" ]; then
+    build prog_f_static "$CC" prog_f.c $cflags $plibs_L -Wl,-Bstatic -lcarve_prefixed -Wl,-Bdynamic -pthread
+    expect_run "(f) carve_ API beside glibc's malloc, static" 0 env -u LD_PRELOAD -u LD_LIBRARY_PATH ./prog_f_static
+fi
+
+# ---- (g) the header, strictly --------------------------------------------------
+printf '#include <carve.h>\nint main(void) { void *p = carve_malloc(1); carve_free(p); return 0; }\n' >h.c
+cp h.c h.cc
+for std in c89 c99 c11 c17; do
+    build "h_$std.o" "$CC" -std=$std -Wall -Wextra -pedantic -Werror $cflags -c h.c
+done
+for std in c++98 c++11 c++17; do
+    build "h_$std.o" "$CXX" -std=$std -Wall -Wextra -pedantic -Werror $cflags -c h.cc
+done
+msg "(g) carve.h compiles as C89, C99, C11, C17, C++98, C++11 and C++17 with -pedantic -Werror"
+
+pass "pkg-config link, static link, C++, carve-run, dlopen, the prefixed library and the header all work"
