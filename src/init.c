@@ -6,7 +6,9 @@
  * runs. It must not allocate through anything but carve itself, and a call
  * it makes may come back into malloc on the same thread (pthread_atfork can
  * allocate): that recursion is let through, since everything malloc needs
- * is in place before those calls.
+ * is in place before those calls. A constructor runs it too, for the
+ * programs that never allocate: CARVE_OPTIONS=help and stats=1 must still
+ * answer under LD_PRELOAD=libcarve.so /bin/true.
  */
 #include "internal.h"
 #include "debug.h"
@@ -68,6 +70,10 @@ bool cv_init(void) {
     if (likely(atomic_load_explicit(&cv_init_state, memory_order_acquire) == 2))
         return true;
     return init_slow();
+}
+
+__attribute__((constructor)) static void at_load(void) {
+    cv_init();
 }
 
 __attribute__((destructor)) static void at_exit(void) {

@@ -192,7 +192,7 @@ static bool parse_item(const char *item, size_t n) {
     size_t m = klen < sizeof k - 1 ? klen : sizeof k - 1;
     memcpy(k, item, m);
     k[m] = '\0';
-    cv_msg_print("carve: unknown option '%s' in CARVE_OPTIONS (CARVE_OPTIONS=help lists them)\n", k);
+    cv_msg_print("carve: unknown option '%s' (CARVE_OPTIONS=help lists them)\n", k);
     return false;
 }
 
