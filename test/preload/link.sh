@@ -234,6 +234,9 @@ expect_run "(d) carve-run sh -c 'echo ok'" 0 env CARVE_LIB="$so" "$wrapper" sh -
 expect_run "(d) carve-run ./prog_d" 0 env CARVE_LIB="$so" "$wrapper" ./prog_d
 expect_run "(d) carve-run --help" 0 "$wrapper" --help
 grep -q "usage: carve-run" "$TMP/run.out" || fail "(d) carve-run --help printed no usage"
+# a program that never allocates still gets carve's options read
+expect_run "(d) CARVE_OPTIONS=help carve-run true" 0 env CARVE_OPTIONS=help CARVE_LIB="$so" "$wrapper" true
+grep -q "CARVE_OPTIONS=key=value" "$TMP/run.out" || fail "(d) CARVE_OPTIONS=help printed nothing for true"
 
 # ---- (e) dlopen at run time ------------------------------------------------------
 cat >prog_e.c <<'C'
