@@ -42,7 +42,7 @@
  * mapping can be:
  *
  *   slot base                                              end (page-aligned)
- *   | header page | (alignment padding) .. | user block | canary < 16 | guard page |
+ *   | header page | (alignment padding) .. canary 64 | user block | canary < 16 | guard page |
  *
  * The block is right-aligned: with guards or page, the byte after it is
  * the guard page (PROT_NONE) up to the block's alignment (8 or 16 bytes),
@@ -62,8 +62,10 @@
  *
  * debug=page costs a mapping per block: about 6 system calls per
  * malloc/free and 2 of the kernel's vm.max_map_count mappings (65530 by
- * default) per live or quarantined block. When the kernel refuses more,
- * small blocks fall back to canaries, with one line on stderr.
+ * default) per live or quarantined block. Past half of them (or when the
+ * kernel refuses more), small blocks fall back to canaries, with one line
+ * on stderr. A freed block's mapping waits in the quarantine, its pages
+ * PROT_NONE, even when quarantine is off (at most QUARANTINE_MAPS).
  *
  * ---- Junk, poison, quarantine ---------------------------------------------------
  * junk: new blocks are filled with 0xA5 (calloc's with zeros), freed ones
@@ -101,6 +103,11 @@ extern pthread_key_t cv_heap_key;
 #define CANARY_MIN 8 /* an 8-byte write past the end still misses the trailer */
 #define TRAILER 8
 #define OVERHEAD (CANARY_MIN + TRAILER)
+/* Canary bytes before a block in its own mapping: a write just before it
+ * (an index of -1, a header written at the wrong offset) would otherwise
+ * land in padding or in the header page's unused tail, unseen, where the
+ * release build's large-block header would have caught it. */
+#define CANARY_BEFORE 64
 
 #define KEY_LIVE 0x9e3779b97f4a7c15ull /* odd: a multiplication is a bijection */
 #define SALT_LIVE 0x6361727665206c76ull
@@ -220,11 +227,10 @@ static CARVE_COLD __attribute__((noreturn)) void bad_pointer(uintptr_t a, const 
                           (size_t)(a - user), (void *)user);
         else
             cv_msg_format(detail, sizeof detail, "no block there");
-    } else if ((cv_options.debug & DEBUG_QUARANTINE) && cv_options.quarantine != 0) {
-        /* freed blocks are remembered a while: a recent double free says so */
-        cv_msg_format(detail, sizeof detail, "not allocated by carve");
     } else {
-        /* a large block's second free also finds its slot cleared */
+        /* A large block's second free also finds its slot cleared, and so
+         * does a mapping's that has left the quarantine (or never entered:
+         * alignments of a chunk or more keep the release layout). */
         cv_msg_format(detail, sizeof detail, "not allocated by carve, or already freed");
     }
     cv_msg_fatal(what, (void *)a, detail, func);
@@ -254,6 +260,30 @@ static CARVE_COLD __attribute__((noreturn)) void report_trailer(uintptr_t b, siz
     cv_msg_format(what, sizeof what, "%s or heap overflow", invalid_what(path));
     cv_msg_format(detail, sizeof detail, "block trailer broken, class %zu bytes", bs);
     cv_msg_fatal(what, (void *)b, detail, func);
+}
+
+/* The free-list link of the free block at b (its first word) is broken.
+ * The block before it is the usual culprit: an overflow that ran past its
+ * canary and trailer lands there first. */
+static CARVE_COLD __attribute__((noreturn)) void report_link(const page_t *page, uintptr_t b,
+                                                            size_t bs, const char *func) {
+    if (b > (uintptr_t)page->start) {
+        uintptr_t prev = b - bs;
+        uint64_t t = *trailer_of(prev, bs);
+        size_t r = (size_t)(t ^ live_word(prev, 0));
+        bool live = r <= bs - OVERHEAD;
+        if ((!live && t != freed_word(prev, bs)) ||
+            (live && (cv_options.debug & DEBUG_CANARY) &&
+             first_not((const uint8_t *)prev + r, bs - TRAILER - r, CANARY_BYTE) !=
+                 bs - TRAILER - r)) {
+            char detail[96];
+            cv_msg_format(detail, sizeof detail,
+                          "class %zu bytes; it ran into the next block's free-list link", bs);
+            cv_msg_fatal("heap overflow", (void *)prev, detail, func);
+        }
+    }
+    cv_msg_fatal("use after free (free-list link broken)", (void *)b, "the block's first word",
+                 func);
 }
 
 static CARVE_COLD __attribute__((noreturn)) void report_map(const char *what, const dmap_t *h,
@@ -395,11 +425,19 @@ static void describe_fault(uintptr_t a, char *line, size_t cap) {
     }
 }
 
+/* Returning from a fault runs the faulting instruction again, now under
+ * SIG_DFL. A SIGSEGV that no instruction caused (kill, raise: si_code <= 0)
+ * would not come back: it is raised again, so that it kills as it would
+ * have without carve. */
 static void on_segv(int sig, siginfo_t *info, void *ctx) {
     (void)ctx;
     char line[256];
-    describe_fault((uintptr_t)info->si_addr, line, sizeof line);
     signal(sig, SIG_DFL);
+    if (info->si_code <= 0) {
+        raise(sig);
+        return;
+    }
+    describe_fault((uintptr_t)info->si_addr, line, sizeof line);
     if (line[0] != '\0') {
         cv_os_write_stderr(line, strlen(line));
         cv_debug_backtrace();
@@ -457,6 +495,28 @@ static bool guarded(void) {
 
 /* zero: calloc's; the first keep bytes are the caller's to fill (realloc
  * copies them), so they are not junked first. */
+/* Mappings of debug.c's now (live and quarantined blocks), and how many
+ * may be: each takes 2 of the kernel's vm.max_map_count mappings (the
+ * block and its guard), and debug=page takes at most half of them, so that
+ * carve's chunks and the program's own mmaps still get theirs. At the
+ * limit itself, malloc failed (the fallback's own chunk could not be
+ * mapped) and Python raised MemoryError. */
+static _Atomic size_t dmaps;
+
+static size_t dmaps_max(void) {
+    static _Atomic size_t max;
+    size_t m = atomic_load_explicit(&max, memory_order_relaxed);
+    if (m == 0) {
+        char buf[32];
+        size_t n = cv_os_read_file("/proc/sys/vm/max_map_count", buf, sizeof buf), v = 0;
+        for (size_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9' && v < SIZE_MAX / 100; i++)
+            v = v * 10 + (size_t)(buf[i] - '0');
+        m = (v != 0 ? v : 65530) / 4;
+        atomic_store_explicit(&max, m, memory_order_relaxed);
+    }
+    return m;
+}
+
 static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
     size_t lead = align > CARVE_PAGE ? align : CARVE_PAGE;
     if (size > PTRDIFF_MAX - lead - 2 * CARVE_PAGE - CHUNK_SIZE)
@@ -480,11 +540,14 @@ static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
     h->requested = size;
     h->user = user;
     h->end = end;
-    if (cv_options.debug & DEBUG_CANARY)
+    if (cv_options.debug & DEBUG_CANARY) {
+        memset((void *)(user - CANARY_BEFORE), CANARY_BYTE, CANARY_BEFORE);
         memset((void *)(user + size), CANARY_BYTE, end - user - size);
+    }
     if ((cv_options.debug & DEBUG_JUNK) && !zero) /* fresh mappings read as zero */
         memset((void *)(user + keep), JUNK_ALLOC, size - keep);
     cv_arena_set_large(user, MAP_DEBUG);
+    atomic_fetch_add_explicit(&dmaps, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&cv_stats.large_bytes, map_size, memory_order_relaxed);
     atomic_fetch_add_explicit(&cv_stats.large_total, 1, memory_order_relaxed);
@@ -494,6 +557,7 @@ static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
 static void map_unmap(dmap_t *h) {
     cv_arena_set_large(h->user, MAP_NONE);
     cv_os_unmap(h, h->map_size);
+    atomic_fetch_sub_explicit(&dmaps, 1, memory_order_relaxed);
 }
 
 /* ---- quarantine --------------------------------------------------------------------- */
@@ -541,12 +605,23 @@ static void release_entry(uintptr_t e, const char *func) {
         release_small(e, func);
 }
 
+/* The bytes the quarantine may hold of entries like e: quarantine=
+ * bytes; with debug=page and no quarantine, freed mappings still wait
+ * (bounded by QUARANTINE_MAPS), so that their pages are PROT_NONE for a
+ * while, as that check promises, instead of going straight back to the
+ * kernel, which hands the same address to the next malloc. */
+static size_t quarantine_limit(bool is_map) {
+    if (cv_options.debug & DEBUG_QUARANTINE)
+        return cv_options.quarantine;
+    return is_map && (cv_options.debug & DEBUG_PAGE) ? SIZE_MAX : 0;
+}
+
 /* Hold e back; what leaves to make room is released. */
 static void quarantine(uintptr_t e, const char *func) {
-    size_t limit = cv_options.quarantine;
     bool is_map = entry_is_map(e);
+    size_t limit = quarantine_limit(is_map);
     size_t charge = is_map ? CARVE_PAGE : page_of(e)->block_size;
-    if (!(cv_options.debug & DEBUG_QUARANTINE) || charge > limit) {
+    if (charge > limit) {
         release_entry(e, func);
         return;
     }
@@ -554,7 +629,7 @@ static void quarantine(uintptr_t e, const char *func) {
         pthread_mutex_lock(&quar.lock);
         if (!quar.tried) {
             quar.tried = true;
-            size_t cap = limit / 16;
+            size_t cap = limit / 16; /* SIZE_MAX: the most */
             cap = cap < 64 ? 64 : cap > ((size_t)1 << 20) ? (size_t)1 << 20 : cap;
             quar.ring = cv_os_map(cap * sizeof(uintptr_t));
             quar.cap = quar.ring != NULL ? cap : 0;
@@ -616,7 +691,6 @@ enum blk_kind {
     BLK_MAP,    /* a block in its own mapping */
     BLK_PLAIN,  /* a release block (allocated before debug mode, or aligned
                    to a chunk or more): freed the release way */
-    BLK_IGNORE, /* a double free with the free checks off: dropped */
 };
 
 typedef struct blk {
@@ -626,8 +700,7 @@ typedef struct blk {
     size_t bs;        /* small: class size */
     dmap_t *map;      /* map */
     large_t *large;   /* plain large */
-    size_t requested; /* small (when known), map; plain: usable size */
-    bool known;       /* small: the trailer was readable */
+    size_t requested; /* small, map; plain: usable size */
 } blk_t;
 
 /* Finds what p is, and stops the program when it is not a live block or
@@ -637,7 +710,6 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
     unsigned f = cv_options.debug;
     unsigned kind = cv_map_kind(a);
     out->a = a;
-    out->known = true;
     if (kind == MAP_SMALL) {
         page_t *page = page_of(a);
         out->page = page;
@@ -656,37 +728,28 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
         out->bs = bs;
         uint64_t t = *trailer_of(a, bs);
         size_t r = (size_t)(t ^ live_word(a, 0));
+        /* Whatever the checks: a debug mode must not let through what the
+         * release build stops (a double free), and the trailer is read anyway. */
         if (r > bs - OVERHEAD) {
-            if (t == freed_word(a, bs)) {
-                if (f & DEBUG_FREE_CHECKS)
-                    report_block(path == PATH_USABLE ? "use after free" : "double free", a, 0,
-                                 bs, false, func);
-                out->kind = BLK_IGNORE;
-                return;
-            }
-            if (f & DEBUG_FREE_CHECKS)
-                report_trailer(a, bs, path, func);
-            out->known = false;
-            r = bs - OVERHEAD;
+            if (t == freed_word(a, bs))
+                report_block(path == PATH_USABLE ? "use after free" : "double free", a, 0, bs,
+                             false, func);
+            report_trailer(a, bs, path, func);
         }
         out->requested = r;
-        if (out->known && (f & DEBUG_CANARY)) {
+        if (f & DEBUG_CANARY) {
             const uint8_t *c = (const uint8_t *)a + r;
             if (first_not(c, bs - TRAILER - r, CANARY_BYTE) != bs - TRAILER - r)
                 report_block("heap overflow (canary broken)", a, r, bs, true, func);
         }
-        if (given != CV_NO_SIZE && out->known && given != r && (f & DEBUG_FREE_CHECKS))
+        if (given != CV_NO_SIZE && given != r && (f & DEBUG_FREE_CHECKS))
             report_size(a, r, given, func);
         return;
     }
     if (kind == MAP_DEBUG) {
         dmap_t *h = (dmap_t *)(a & ~(uintptr_t)CHUNK_MASK);
-        if (h->magic == DMAP_FREED && h->user == a) {
-            if (f & DEBUG_FREE_CHECKS)
-                report_map(path == PATH_USABLE ? "use after free" : "double free", h, func);
-            out->kind = BLK_IGNORE;
-            return;
-        }
+        if (h->magic == DMAP_FREED && h->user == a)
+            report_map(path == PATH_USABLE ? "use after free" : "double free", h, func);
         if (h->magic != DMAP_LIVE || h->user != a)
             bad_pointer(a, invalid_what(path), func);
         out->kind = BLK_MAP;
@@ -696,6 +759,9 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
             size_t n = h->end - a - h->requested;
             if (first_not((const uint8_t *)a + h->requested, n, CANARY_BYTE) != n)
                 report_map("heap overflow (canary broken)", h, func);
+            if (first_not((const uint8_t *)a - CANARY_BEFORE, CANARY_BEFORE, CANARY_BYTE) !=
+                CANARY_BEFORE)
+                report_map("heap underflow (canary before the block broken)", h, func);
         }
         if (given != CV_NO_SIZE && given != h->requested && (f & DEBUG_FREE_CHECKS))
             report_size(a, h->requested, given, func);
@@ -731,7 +797,7 @@ static void release(blk_t *b, const char *func) {
         dmap_t *h = b->map;
         atomic_fetch_sub_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
-        if ((f & DEBUG_QUARANTINE) && cv_options.quarantine >= CARVE_PAGE) {
+        if (quarantine_limit(true) >= CARVE_PAGE) {
             h->magic = DMAP_FREED;
             uintptr_t data = (uintptr_t)h + CARVE_PAGE;
             if (h->end > data)
@@ -747,8 +813,6 @@ static void release(blk_t *b, const char *func) {
             cv_large_free(b->large);
         else
             cv_heap_free_remote(b->page, (block_t *)b->a, func);
-        break;
-    case BLK_IGNORE:
         break;
     }
 }
@@ -772,11 +836,11 @@ static void *small_alloc_from(heap_t *heap, unsigned c, size_t size, size_t alig
         if (at != bs - TRAILER - sizeof(block_t))
             report_poison(a, bs, at + sizeof(block_t), func);
     }
-    /* Its link, now the page's next block: a write after free may have
-     * changed it, which would hand out memory that is no block. */
-    if ((f & DEBUG_FREE_CHECKS) && page->free != NULL &&
-        !cv_page_is_block(page, (uintptr_t)page->free))
-        cv_msg_fatal("use after free (free-list link broken)", b, "the block's first word", func);
+    /* Its link, now the page's next block: an overflow of the block before
+     * it or a write after free may have changed it, and the next malloc
+     * would hand out (or fault on) memory that is no block. */
+    if (page->free != NULL && !cv_page_is_block(page, (uintptr_t)page->free))
+        report_link(page, a, bs, func);
     *t = live_word(a, size);
     if (zero)
         memset(b, 0, size);
@@ -822,19 +886,24 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
     size_t min_align = size <= 8 ? 8 : ALIGN_MIN;
     if (align < min_align)
         align = min_align;
-    if ((f & DEBUG_PAGE) || size + OVERHEAD > SMALL_MAX || align > SLICE_SIZE) {
+    bool must_map = size + OVERHEAD > SMALL_MAX || align > SLICE_SIZE;
+    bool room = atomic_load_explicit(&dmaps, memory_order_relaxed) < dmaps_max();
+    if (must_map || ((f & DEBUG_PAGE) && room)) {
         void *p = map_alloc(size, align, zero, keep);
-        if (p != NULL)
+        if (p != NULL || must_map) {
+            if (p == NULL)
+                errno = ENOMEM;
             return p;
-        if (size + OVERHEAD > SMALL_MAX || align > SLICE_SIZE) {
-            errno = ENOMEM;
-            return NULL;
         }
-        /* debug=page ran out of mappings (vm.max_map_count): canaries. */
+    }
+    if (f & DEBUG_PAGE) {
+        /* out of mappings, or of debug=page's share of them: canaries */
         static _Atomic bool said;
         if (!atomic_exchange(&said, true))
-            cv_msg_print("carve: debug=page: no more mappings (vm.max_map_count?); "
-                         "small blocks fall back to canaries\n");
+            cv_msg_print("carve: debug=page: no more mappings for small blocks (%zu in use, "
+                         "at most %zu: half of vm.max_map_count); they get canaries instead "
+                         "while that lasts\n",
+                         atomic_load_explicit(&dmaps, memory_order_relaxed), dmaps_max());
     }
     return small_alloc(size, align, zero, keep, func);
 }
@@ -854,7 +923,7 @@ void cv_debug_free(void *p, size_t size, const char *func) {
 size_t cv_debug_usable(void *p, const char *func) {
     blk_t b;
     lookup(p, CV_NO_SIZE, PATH_USABLE, func, &b);
-    return b.kind == BLK_IGNORE ? 0 : b.requested;
+    return b.requested;
 }
 
 /* In place, as in release builds, when the block still fits its class
@@ -865,10 +934,8 @@ size_t cv_debug_usable(void *p, const char *func) {
 void *cv_debug_realloc(void *p, size_t size, const char *func) {
     blk_t b;
     lookup(p, CV_NO_SIZE, PATH_REALLOC, func, &b);
-    if (b.kind == BLK_IGNORE)
-        return cv_debug_alloc(size, 0, false, func);
     size_t old = b.requested;
-    if (b.kind == BLK_SMALL && b.known && size <= b.bs - OVERHEAD && size >= old / 2) {
+    if (b.kind == BLK_SMALL && size <= b.bs - OVERHEAD && size >= old / 2) {
         *trailer_of(b.a, b.bs) = live_word(b.a, size);
         if (size > old && (cv_options.debug & DEBUG_JUNK))
             memset((void *)(b.a + old), JUNK_ALLOC, size - old);

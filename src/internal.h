@@ -261,7 +261,7 @@ enum debug_flags {
     DEBUG_JUNK = 1u << 2,       /* 0xA5 on allocation, 0x5A on free */
     DEBUG_QUARANTINE = 1u << 3, /* delay reuse of freed blocks */
     DEBUG_PAGE = 1u << 4,       /* one block per page, right against a guard page */
-    DEBUG_FREE_CHECKS = 1u << 5, /* double and invalid free on every path */
+    DEBUG_FREE_CHECKS = 1u << 5, /* free_sized() sizes; double frees: always */
     DEBUG_ALL = (1u << 6) - 1,
 };
 

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -370,7 +371,7 @@ TEST_F(CarveDebug, FreeOfStackPointer) {
             char on_stack[64];
             carve_free(opaque_ptr(on_stack));
         },
-        line("invalid free", "not allocated by carve", "free"));
+        line("invalid free", "not allocated by carve, or already freed", "free"));
 }
 
 TEST_F(CarveDebug, FreeOfInteriorPointer) {
@@ -531,6 +532,153 @@ TEST_F(CarveDebug, UseAfterFreeFoundAtExit) {
         },
         line("use after free \\(poison broken\\)", "class [0-9]+ bytes, written at offset 30",
              "exit"));
+}
+
+// Each check alone must still stop what the release build stops: a double
+// free (the trailer says "freed" whatever the checks), also through realloc.
+TEST_F(CarveDebug, EveryDebugModeStopsADoubleFree) {
+    for (const char *mode : {"debug=guards", "debug=canary", "debug=junk", "debug=quarantine",
+                             "debug=page"}) {
+        EXPECT_DEATH(
+            {
+                enable(mode);
+                void *p = carve_malloc(opaque(40));
+                carve_free(p);
+                carve_free(p);
+            },
+            "carve: double free of 0x[0-9a-f]+ \\(.*\\) in free\\(\\)")
+            << mode;
+        EXPECT_DEATH(
+            {
+                enable(mode);
+                void *p = carve_malloc(opaque(40));
+                carve_free(p);
+                p = carve_realloc(p, opaque(80));
+            },
+            "carve: double free of 0x[0-9a-f]+ \\(.*\\) in realloc\\(\\)")
+            << mode;
+    }
+}
+
+// An overflow that runs past a block's canary and trailer into the next,
+// free, block reaches that block's free-list link first: the malloc that
+// would follow the broken link names the overflowing block instead (it
+// crashed inside carve with SIGBUS under debug=canary).
+TEST_F(CarveDebug, OverflowIntoTheNextFreeBlockNamesTheBlockThatOverflowed) {
+    for (const char *mode : {"debug=canary", kDefault}) {
+        EXPECT_DEATH(
+            {
+                enable(mode);
+                char *p = static_cast<char *>(carve_malloc(opaque(40))); // class 64
+                memset(opaque_ptr(p), 'x', opaque(40 + 24 + 8));
+                for (int i = 0; i < 3; i++)
+                    (void)!carve_malloc(opaque(40));
+                carve_free(p);
+            },
+            line("heap overflow", "class 64 bytes; it ran into the next block's free-list link",
+                 "malloc"))
+            << mode;
+    }
+}
+
+// A write just before a block in its own mapping: in padding or the header
+// page's tail, where the release build's header check would have caught it.
+TEST_F(CarveDebug, UnderflowOfABlockInItsOwnMapping) {
+    for (size_t size : {size_t{300000}, size_t{1} << 20}) {
+        EXPECT_DEATH(
+            {
+                enable(kDefault);
+                char *p = static_cast<char *>(carve_malloc(opaque(size)));
+                memset(static_cast<char *>(opaque_ptr(p)) - 16, 'A', 16);
+                carve_free(p);
+            },
+            line("heap underflow \\(canary before the block broken\\)",
+                 "requested " + std::to_string(size) + " bytes, own mapping", "free"))
+            << "size " << size;
+    }
+}
+
+// debug=page without quarantine: a freed block's pages are PROT_NONE, and
+// the next malloc does not get the same address back (the mapping was
+// unmapped, and the kernel handed it out again at once).
+TEST_F(CarveDebug, PageModeWithoutQuarantineKeepsFreedBlocksFaulting) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            enable("debug=page");
+            char *p = static_cast<char *>(carve_malloc(opaque(40)));
+            carve_free(p);
+            char *q = static_cast<char *>(carve_malloc(opaque(40)));
+            CHILD_CHECK(q != p);
+            poke(p, 0, 'Z');
+        },
+        ::testing::KilledBySignal(SIGSEGV),
+        "carve: use after free of 0x[0-9a-f]+ \\(requested 40 bytes, own mapping; offset 0\\)");
+}
+
+// debug=page gives every block two of vm.max_map_count's mappings. At the
+// limit itself, the fallback's own chunk could not be mapped and malloc
+// failed: it falls back at half of them, and the program can still map.
+TEST_F(CarveDebug, PageModeFallsBackToCanariesBeforeTheMapLimit) {
+    size_t max_maps = 0;
+    if (FILE *f = fopen("/proc/sys/vm/max_map_count", "r")) {
+        if (fscanf(f, "%zu", &max_maps) != 1)
+            max_maps = 0;
+        fclose(f);
+    }
+    if (max_maps == 0 || max_maps > 262144)
+        GTEST_SKIP() << "vm.max_map_count is " << max_maps << ": too many blocks to reach half";
+    EXPECT_EXIT(
+        {
+            enable("debug=page");
+            const size_t n = max_maps / 2 + 2000;
+            std::vector<void *> blocks;
+            for (size_t i = 0; i < n; i++) {
+                void *p = carve_malloc(opaque(100));
+                CHILD_CHECK(p != nullptr);
+                blocks.push_back(p);
+            }
+            std::vector<void *> own;
+            for (int i = 0; i < 1000; i++) {
+                void *m = mmap(nullptr, 4096, i % 2 ? PROT_READ : PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                CHILD_CHECK(m != MAP_FAILED);
+                own.push_back(m);
+            }
+            for (void *p : blocks)
+                carve_free(p);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0),
+        "carve: debug=page: no more mappings for small blocks \\([0-9]+ in use, at most "
+        "[0-9]+: half of vm.max_map_count\\)");
+}
+
+// The guard-page handler is for faults: a SIGSEGV sent with kill or raise
+// still kills, as it would without carve.
+TEST_F(CarveDebug, ARaisedSegvStillKills) {
+    let_segv_through();
+    EXPECT_EXIT(
+        {
+            enable("debug=guards");
+            carve_free(carve_malloc(opaque(1 << 20)));
+            raise(SIGSEGV);
+            _exit(0);
+        },
+        ::testing::KilledBySignal(SIGSEGV), "");
+}
+
+// Debug mode cannot remember every freed block: a second free it does not
+// recognise says so, as release builds do.
+TEST_F(CarveDebug, DoubleFreeOfAChunkAlignedBlockSaysItMayBeFreedAlready) {
+    EXPECT_DEATH(
+        {
+            enable(kDefault);
+            void *p = carve_aligned_alloc(opaque(4 << 20), opaque(100));
+            carve_free(p);
+            carve_free(p);
+        },
+        line("invalid free", "not allocated by carve, or already freed", "free"));
 }
 
 // ---- the backtrace ----------------------------------------------------------
