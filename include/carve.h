@@ -130,7 +130,8 @@ struct carve_mallinfo carve_mallinfo(void);
  * and fp not NULL, else it returns EINVAL (as glibc, errno untouched);
  * 0 on success, -1 if writing to fp failed. */
 int carve_malloc_info(int options, FILE *fp);
-/* Returns 1 when the parameter is understood, 0 otherwise (like glibc). */
+/* glibc's tunables have no effect on carve; returns 1, as glibc does for
+ * its parameters and unknown ones alike. */
 int carve_mallopt(int param, int value);
 
 #ifdef __cplusplus

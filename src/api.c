@@ -324,12 +324,14 @@ CARVE_EXPORT int carve_option_set(const char *key_value) {
     return cv_options_set(key_value) ? 0 : -1;
 }
 
-/* No glibc tunable maps onto carve yet: say so, as glibc does for an
- * unknown parameter. */
+/* No glibc tunable maps onto carve (it sizes arenas, thresholds and
+ * trimming itself): each is accepted and has no effect, with glibc's
+ * answer for its parameters and unknown ones alike, 1. Returning 0 made
+ * programs that check mallopt's result report an error under carve. */
 CARVE_EXPORT int carve_mallopt(int param, int value) {
     (void)param;
     (void)value;
-    return 0;
+    return 1;
 }
 
 /* ---- the standard names ------------------------------------------------- */

@@ -52,7 +52,7 @@ static chunk_t *chunk_new(void) {
         size_t size = RESERVE_SIZE;
         uint8_t *r = NULL;
         for (; size >= CHUNK_SIZE && r == NULL; size /= 2)
-            r = cv_os_map_aligned(size, CHUNK_SIZE);
+            r = cv_os_map_aligned(size, CHUNK_SIZE, true);
         if (r == NULL)
             return NULL;
         size *= 2; /* undo the loop's last halving */

@@ -524,7 +524,7 @@ static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
     size_t end_off = page_round(lead + size);
     size_t map_size = end_off + (guarded() ? CARVE_PAGE : 0);
     cv_purge_tick(); /* new memory: let decayed memory go first (large.c does) */
-    uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE);
+    uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE, false);
     if (base == NULL)
         return NULL;
     if (guarded() && !cv_os_protect(base + end_off, CARVE_PAGE, false)) {

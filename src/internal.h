@@ -23,7 +23,7 @@
 
 /* ---- os.c: every kernel call ------------------------------------------- */
 void *cv_os_map(size_t size);
-void *cv_os_map_aligned(size_t size, size_t align);
+void *cv_os_map_aligned(size_t size, size_t align, bool reserve);
 bool cv_os_unmap(void *p, size_t size);
 void cv_os_hugepage(void *p, size_t size);
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size);

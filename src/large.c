@@ -141,7 +141,7 @@ static bool cache_keep(entry_t e);
  * tables move, no byte is copied or faulted); false when that cannot be
  * done. */
 static bool relocate(uint8_t *p, size_t size, entry_t *out) {
-    uint8_t *dest = cv_os_map_aligned(size, CHUNK_SIZE);
+    uint8_t *dest = cv_os_map_aligned(size, CHUNK_SIZE, false);
     if (dest == NULL)
         return false;
     if (!cv_os_remap_to(p, size, size, dest)) {
@@ -239,7 +239,7 @@ static large_t *cache_take(size_t map_size) {
         grown(h, e.size, map_size);
         return h;
     }
-    uint8_t *dest = cv_os_map_aligned(map_size, CHUNK_SIZE);
+    uint8_t *dest = cv_os_map_aligned(map_size, CHUNK_SIZE, false);
     if (dest != NULL && cv_os_remap_to(e.base, e.size, map_size, dest)) {
         h = (large_t *)dest;
         grown(h, e.size, map_size);
@@ -399,7 +399,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
             memset(h, 0, block);
     } else {
         cv_purge_tick(); /* new memory: let decayed memory go first */
-        uint8_t *base = cv_os_map_aligned(lead + map_size, malign);
+        uint8_t *base = cv_os_map_aligned(lead + map_size, malign, false);
         if (base == NULL) {
             errno = ENOMEM;
             return NULL;
@@ -473,7 +473,7 @@ void *cv_large_realloc(large_t *h, size_t size) {
     /* Move: reserve a new aligned place, then let the kernel move the pages
      * there. The old lead (alignment padding) is unmapped separately. */
     size_t lead = h->lead;
-    uint8_t *base = cv_os_map_aligned(lead + new_size, map_align(h));
+    uint8_t *base = cv_os_map_aligned(lead + new_size, map_align(h), false);
     if (base == NULL) {
         errno = ENOMEM;
         return NULL;

@@ -17,30 +17,43 @@
 
 extern char **environ;
 
-/* Address space only: MAP_NORESERVE keeps untouched memory out of the
- * commit charge (except under strict overcommit, where callers retry
- * smaller). */
-void *cv_os_map(size_t size) {
+/* reserve: address space only, MAP_NORESERVE keeping untouched memory out
+ * of the commit charge (the arena's reservations and bookkeeping: except
+ * under strict overcommit, where callers retry smaller). Without it the
+ * kernel's overcommit policy applies, as to glibc's mmap'd chunks: a large
+ * block the size of a user's request must fail with ENOMEM when it cannot
+ * be backed (malloc of 64 GiB on a 24 GiB machine without swap succeeded,
+ * and the program would have been killed on touching it).
+ * errno is kept: a failure here is often retried smaller or another way,
+ * and a malloc that succeeds must leave errno alone; callers that give up
+ * set ENOMEM themselves. */
+static void *map(size_t size, bool reserve) {
+    int saved = errno;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? MAP_NORESERVE : 0), -1, 0);
+    errno = saved;
     return p == MAP_FAILED ? NULL : p;
+}
+
+void *cv_os_map(size_t size) {
+    return map(size, true);
 }
 
 /* A mapping of size bytes at an address aligned to align (a power of two
  * at least the page size): over-map, then cut the excess at both ends. */
-void *cv_os_map_aligned(size_t size, size_t align) {
+void *cv_os_map_aligned(size_t size, size_t align, bool reserve) {
     if (size + align < size)
         return NULL;
-    uint8_t *p = cv_os_map(size + align);
+    uint8_t *p = map(size + align, reserve);
     if (p == NULL)
         return NULL;
     uintptr_t a = ((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1);
     size_t head = a - (uintptr_t)p;
     size_t tail = align - head;
     if (head)
-        munmap(p, head);
+        cv_os_unmap(p, head);
     if (tail)
-        munmap((uint8_t *)a + size, tail);
+        cv_os_unmap((uint8_t *)a + size, tail);
     return (void *)a;
 }
 
