@@ -493,8 +493,6 @@ static bool guarded(void) {
     return (cv_options.debug & (DEBUG_GUARDS | DEBUG_PAGE)) != 0;
 }
 
-/* zero: calloc's; the first keep bytes are the caller's to fill (realloc
- * copies them), so they are not junked first. */
 /* Mappings of debug.c's now (live and quarantined blocks), and how many
  * may be: each takes 2 of the kernel's vm.max_map_count mappings (the
  * block and its guard), and debug=page takes at most half of them, so that
@@ -517,6 +515,8 @@ static size_t dmaps_max(void) {
     return m;
 }
 
+/* zero: calloc's; the first keep bytes are the caller's to fill (realloc
+ * copies them), so they are not junked first. */
 static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
     size_t lead = align > CARVE_PAGE ? align : CARVE_PAGE;
     if (size > PTRDIFF_MAX - lead - 2 * CARVE_PAGE - CHUNK_SIZE)
@@ -887,8 +887,8 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
     if (align < min_align)
         align = min_align;
     bool must_map = size + OVERHEAD > SMALL_MAX || align > SLICE_SIZE;
-    bool room = atomic_load_explicit(&dmaps, memory_order_relaxed) < dmaps_max();
-    if (must_map || ((f & DEBUG_PAGE) && room)) {
+    if (must_map ||
+        ((f & DEBUG_PAGE) && atomic_load_explicit(&dmaps, memory_order_relaxed) < dmaps_max())) {
         void *p = map_alloc(size, align, zero, keep);
         if (p != NULL || must_map) {
             if (p == NULL)
@@ -901,8 +901,8 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
         static _Atomic bool said;
         if (!atomic_exchange(&said, true))
             cv_msg_print("carve: debug=page: no more mappings for small blocks (%zu in use, "
-                         "at most %zu: half of vm.max_map_count); they get canaries instead "
-                         "while that lasts\n",
+                         "at most %zu: 2 each, half of vm.max_map_count); they get canaries "
+                         "instead while that lasts\n",
                          atomic_load_explicit(&dmaps, memory_order_relaxed), dmaps_max());
     }
     return small_alloc(size, align, zero, keep, func);

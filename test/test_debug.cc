@@ -651,7 +651,7 @@ TEST_F(CarveDebug, PageModeFallsBackToCanariesBeforeTheMapLimit) {
         },
         ::testing::ExitedWithCode(0),
         "carve: debug=page: no more mappings for small blocks \\([0-9]+ in use, at most "
-        "[0-9]+: half of vm.max_map_count\\)");
+        "[0-9]+: 2 each, half of vm.max_map_count\\)");
 }
 
 // The guard-page handler is for faults: a SIGSEGV sent with kill or raise
