@@ -628,6 +628,8 @@ TEST_F(CarveDebug, PageModeFallsBackToCanariesBeforeTheMapLimit) {
     }
     if (max_maps == 0 || max_maps > 262144)
         GTEST_SKIP() << "vm.max_map_count is " << max_maps << ": too many blocks to reach half";
+    if (carve_test::kSanitized)
+        GTEST_SKIP() << "the sanitizer's runtime maps shadow memory of its own per mapping";
     EXPECT_EXIT(
         {
             enable("debug=page");

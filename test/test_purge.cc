@@ -113,17 +113,7 @@ struct Stats {
 
 using carve_test::rss_bytes;
 
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-constexpr bool kShadowedRss = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-constexpr bool kShadowedRss = true;
-#else
-constexpr bool kShadowedRss = false;
-#endif
-#else
-constexpr bool kShadowedRss = false;
-#endif
+constexpr bool kShadowedRss = carve_test::kSanitized;
 
 void sleep_ms(unsigned ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 

@@ -19,7 +19,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+// CARVE_SANITIZED: built with ThreadSanitizer or AddressSanitizer (gcc
+// defines __SANITIZE_*__, clang answers __has_feature), whose runtimes map
+// shadow memory of their own: RSS counts it, and they need the address
+// space and kernel mappings that some tests use up on purpose.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define CARVE_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define CARVE_SANITIZED 1
+#endif
+#endif
+
 namespace carve_test {
+
+#ifdef CARVE_SANITIZED
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
 
 // The wait status of child pid (waitpid through EINTR), or -1 when waitpid
 // failed.
