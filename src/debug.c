@@ -117,9 +117,12 @@ extern pthread_key_t cv_heap_key;
 #define DMAP_LIVE 0x6361727665646d6cull  /* "carvedml" */
 #define DMAP_FREED 0x6361727665646d66ull /* "carvedmf" */
 
-/* At most this many freed mappings wait in the quarantine: each holds two
- * of the kernel's vm.max_map_count (65530) mappings. */
+/* At most this many freed mappings wait in the quarantine (each holds two
+ * of the kernel's vm.max_map_count mappings), and at most this much address
+ * space: a program under RLIMIT_AS that frees 1 GiB blocks in a loop ran
+ * out of it after 7 with 2048 of them held. */
 #define QUARANTINE_MAPS 2048
+#define QUARANTINE_SPACE ((size_t)1 << 30)
 
 enum path { PATH_FREE, PATH_REALLOC, PATH_USABLE };
 
@@ -130,6 +133,8 @@ typedef struct dmap {
     size_t requested; /* what was asked for */
     uintptr_t user;   /* the block */
     uintptr_t end;    /* end of the accessible bytes (page-aligned) */
+    bool canary;      /* made with canaries: checked only then (checks can be
+                         switched on at run time, after the block was made) */
 } dmap_t;
 
 static size_t page_round(size_t n) {
@@ -540,7 +545,8 @@ static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
     h->requested = size;
     h->user = user;
     h->end = end;
-    if (cv_options.debug & DEBUG_CANARY) {
+    h->canary = (cv_options.debug & DEBUG_CANARY) != 0;
+    if (h->canary) {
         memset((void *)(user - CANARY_BEFORE), CANARY_BYTE, CANARY_BEFORE);
         memset((void *)(user + size), CANARY_BYTE, end - user - size);
     }
@@ -569,7 +575,7 @@ static struct {
     pthread_mutex_t lock;
     uintptr_t *ring;
     size_t cap, head, count;
-    size_t bytes, maps;
+    size_t bytes, maps, space; /* space: address space of the mappings held */
     bool tried;
 } quar = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -579,6 +585,10 @@ static bool entry_is_map(uintptr_t e) {
 
 static size_t entry_charge(uintptr_t e) {
     return entry_is_map(e) ? CARVE_PAGE : page_of(e)->block_size;
+}
+
+static size_t entry_space(uintptr_t e) {
+    return entry_is_map(e) ? ((const dmap_t *)e)->map_size : 0;
 }
 
 /* A small block freed with junk on: stops when its poison or its freed
@@ -621,7 +631,8 @@ static void quarantine(uintptr_t e, const char *func) {
     bool is_map = entry_is_map(e);
     size_t limit = quarantine_limit(is_map);
     size_t charge = is_map ? CARVE_PAGE : page_of(e)->block_size;
-    if (charge > limit) {
+    size_t space = entry_space(e);
+    if (charge > limit || space > QUARANTINE_SPACE) {
         release_entry(e, func);
         return;
     }
@@ -640,11 +651,12 @@ static void quarantine(uintptr_t e, const char *func) {
             return;
         }
         if (quar.count < quar.cap && quar.bytes + charge <= limit &&
-            (!is_map || quar.maps < QUARANTINE_MAPS)) {
+            (!is_map || (quar.maps < QUARANTINE_MAPS && quar.space + space <= QUARANTINE_SPACE))) {
             quar.ring[(quar.head + quar.count) % quar.cap] = e;
             quar.count++;
             quar.bytes += charge;
             quar.maps += is_map;
+            quar.space += space;
             pthread_mutex_unlock(&quar.lock);
             return;
         }
@@ -653,6 +665,7 @@ static void quarantine(uintptr_t e, const char *func) {
         quar.count--;
         quar.bytes -= entry_charge(old);
         quar.maps -= entry_is_map(old);
+        quar.space -= entry_space(old);
         pthread_mutex_unlock(&quar.lock);
         release_entry(old, func);
     }
@@ -755,7 +768,7 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
         out->kind = BLK_MAP;
         out->map = h;
         out->requested = h->requested;
-        if (f & DEBUG_CANARY) {
+        if (h->canary) {
             size_t n = h->end - a - h->requested;
             if (first_not((const uint8_t *)a + h->requested, n, CANARY_BYTE) != n)
                 report_map("heap overflow (canary broken)", h, func);
@@ -797,11 +810,12 @@ static void release(blk_t *b, const char *func) {
         dmap_t *h = b->map;
         atomic_fetch_sub_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
-        if (quarantine_limit(true) >= CARVE_PAGE) {
+        uintptr_t data = (uintptr_t)h + CARVE_PAGE;
+        /* held back only once its pages fault: a block the kernel would not
+         * protect (vm.max_map_count) goes at once, rather than wait readable */
+        if (quarantine_limit(true) >= CARVE_PAGE &&
+            (h->end <= data || cv_os_discard((void *)data, h->end - data))) {
             h->magic = DMAP_FREED;
-            uintptr_t data = (uintptr_t)h + CARVE_PAGE;
-            if (h->end > data)
-                cv_os_discard((void *)data, h->end - data);
             quarantine((uintptr_t)h, func);
         } else {
             map_unmap(h);
@@ -950,7 +964,7 @@ void *cv_debug_realloc(void *p, size_t size, const char *func) {
             if (end < h->end && cv_os_discard((void *)end, h->end - end))
                 h->end = end;
             h->requested = size;
-            if (cv_options.debug & DEBUG_CANARY)
+            if (h->canary)
                 memset((void *)(b.a + size), CANARY_BYTE, h->end - b.a - size);
             return p;
         }

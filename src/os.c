@@ -81,14 +81,24 @@ bool cv_os_unmap(void *p, size_t size) {
  * False when the kernel refuses (vm.max_map_count reached: each guard page
  * splits a mapping in two). */
 bool cv_os_protect(void *p, size_t size, bool rw) {
-    return mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+    int saved = errno;
+    bool ok = mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
+    errno = saved;
+    return ok;
 }
 
-/* Replaces [p, p+size) by fresh PROT_NONE pages: the memory leaves RSS and
- * any access faults, in one call (debug mode's freed blocks). */
+/* [p, p+size) leaves RSS and any access faults (debug mode's freed blocks
+ * and shrunk tails). Dropped and protected in place rather than replaced
+ * by a fresh mapping: the range then keeps its mapping's flags and merges
+ * with the guard page after it (mprotect'ed the same way), so a freed or
+ * shrunk block stays at 2 of vm.max_map_count's mappings; a fresh
+ * MAP_NORESERVE mapping there made 3, once blocks were mapped without
+ * MAP_NORESERVE. */
 bool cv_os_discard(void *p, size_t size) {
-    return mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                -1, 0) != MAP_FAILED;
+    int saved = errno;
+    bool ok = madvise(p, size, MADV_DONTNEED) == 0 && mprotect(p, size, PROT_NONE) == 0;
+    errno = saved;
+    return ok;
 }
 
 /* Fails (ENOMEM) whenever the address space after p is taken: the caller
@@ -104,7 +114,10 @@ bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size) {
 /* Moves the pages of [p, p+old_size) to dest (replacing whatever mapping is
  * there), grown to new_size: no byte is copied. */
 bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
-    return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) != MAP_FAILED;
+    int saved = errno;
+    bool ok = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) != MAP_FAILED;
+    errno = saved;
+    return ok;
 }
 
 /* The kernel has no MADV_FREE (Linux before 4.5): MADV_DONTNEED for good. */

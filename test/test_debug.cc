@@ -25,6 +25,7 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -654,6 +655,94 @@ TEST_F(CarveDebug, PageModeFallsBackToCanariesBeforeTheMapLimit) {
         ::testing::ExitedWithCode(0),
         "carve: debug=page: no more mappings for small blocks \\([0-9]+ in use, at most "
         "[0-9]+: 2 each, half of vm.max_map_count\\)");
+}
+
+// The kernel mappings a block in its own mapping takes: 2 (block and
+// guard) while live, and still 2 once freed or shrunk in place (the freed
+// part merges with the guard), which is what debug=page's budget assumes.
+size_t count_maps() {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f == nullptr)
+        return 0;
+    size_t n = 0;
+    for (int c; (c = fgetc(f)) != EOF;)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+TEST_F(CarveDebug, FreedAndShrunkMappedBlocksKeepTwoKernelMappingsEach) {
+    EXPECT_EXIT(
+        {
+            enable("debug=guards+canary+quarantine");
+            constexpr int kBlocks = 200;
+            std::vector<void *> v;
+            const size_t before = count_maps();
+            for (int i = 0; i < kBlocks; i++)
+                v.push_back(carve_malloc(opaque(300000)));
+            const size_t live = count_maps();
+            for (void *&p : v) {
+                p = carve_realloc(p, opaque(160000)); // shrinks in place
+                CHILD_CHECK(p != nullptr);
+            }
+            const size_t shrunk = count_maps();
+            for (void *p : v)
+                carve_free(p);
+            const size_t freed = count_maps();
+            fprintf(stderr, "mappings: %zu before, %zu live, %zu shrunk, %zu freed\n", before,
+                    live, shrunk, freed);
+            CHILD_CHECK(live <= before + 2 * kBlocks + 16);
+            CHILD_CHECK(shrunk <= before + 2 * kBlocks + 16);
+            CHILD_CHECK(freed <= before + 2 * kBlocks + 16);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
+// Freed mappings held back under debug=page are bounded in address space
+// too: a program under RLIMIT_AS that frees 1 GiB blocks in a loop must not
+// run out of it (with 2048 mappings held, it failed at the 8th).
+TEST_F(CarveDebug, HeldBackMappingsAreBoundedInAddressSpace) {
+    if (carve_test::kSanitized)
+        GTEST_SKIP() << "the sanitizer's runtime needs more address space than the limit leaves";
+    EXPECT_EXIT(
+        {
+            enable("debug=page");
+            FILE *f = fopen("/proc/self/statm", "r");
+            unsigned long pages = 0;
+            CHILD_CHECK(f != nullptr && fscanf(f, "%lu", &pages) == 1);
+            fclose(f);
+            struct rlimit rl;
+            rl.rlim_cur = rl.rlim_max =
+                pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + (size_t{4} << 30);
+            CHILD_CHECK(setrlimit(RLIMIT_AS, &rl) == 0);
+            for (int i = 0; i < 20; i++) {
+                void *p = carve_malloc(opaque(size_t{1} << 30));
+                CHILD_CHECK(p != nullptr);
+                carve_free(p);
+            }
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
+// Checks switched on at run time apply to blocks made from then on: a
+// block mapped before canaries were on has none, and its free must not
+// report one broken.
+TEST_F(CarveDebug, CanariesSwitchedOnLaterAreNotCheckedOnOlderMappedBlocks) {
+    for (size_t size : {size_t{48}, size_t{300000}}) {
+        EXPECT_EXIT(
+            {
+                enable("debug=page");
+                void *p = carve_malloc(opaque(size));
+                CHILD_CHECK(p != nullptr);
+                CHILD_CHECK(carve_option_set("debug=page+canary") == 0);
+                carve_free(p);
+                _exit(0);
+            },
+            ::testing::ExitedWithCode(0), "")
+            << "size " << size;
+    }
 }
 
 // The guard-page handler is for faults: a SIGSEGV sent with kill or raise
