@@ -672,28 +672,38 @@ TEST_F(CarvePurge, WithPurgeNoneFreedMemoryStaysCommittedUntilTrim) {
 // The background purger (background=1) cannot be stopped once started, so
 // these tests run it in a child process (in_child).
 
-// Frees total bytes of small blocks, then only sleeps: returns 0 when the
-// purger gives most of them back within two seconds, 13 otherwise.
-int background_purges() {
+// With background=1 (purge=dontneed, decay_ms=20): a slow-path event, which
+// starts the purger (or tries to), then frees 32 MiB of small blocks and
+// waits up to `waits` times `ms` for most of them to go back, with one more
+// slow-path event in each wait when `tick_each`. Returns 0 when they do,
+// `missed` when they do not, 10-12 when the set-up failed.
+int free_then_wait_for_purge(uint64_t seed, int waits, unsigned ms, bool tick_each, int missed) {
     const size_t total = scaled(32 * kMiB, 8 * kMiB);
     if (carve_option_set("purge=dontneed") != 0 || carve_option_set("decay_ms=20") != 0 ||
         carve_option_set("background=1") != 0)
         return 10;
-    tick();  // the purger starts on the first slow-path event
-    std::vector<Block> v = alloc_small(total, 9);
+    tick();
+    std::vector<Block> v = alloc_small(total, seed);
     if (v.empty())
         return 11;
     const size_t before = Stats().small_committed();
     if (free_all(v) != 0)
         return 12;
-    // No call into carve from here but carve_stats_read: only the purger
-    // can purge.
-    for (int i = 0; i < 100; i++) {
-        sleep_ms(20);
+    for (int i = 0; i < waits; i++) {
+        sleep_ms(ms);
+        if (tick_each)
+            tick();
         if (Stats().small_committed() + total * 3 / 4 <= before)
             return 0;
     }
-    return 13;
+    return missed;
+}
+
+// Frees small blocks, then only sleeps (no call into carve but
+// carve_stats_read: only the purger can purge): returns 0 when it gives
+// most of them back within two seconds, 13 otherwise.
+int background_purges() {
+    return free_then_wait_for_purge(9, 100, 20, false, 13);
 }
 
 // purge=none and background=1 together, set before any thread could read
@@ -762,24 +772,8 @@ int purge_when_the_background_purger_cannot_start() {
 #else
     return 77;
 #endif
-    const size_t total = scaled(32 * kMiB, 8 * kMiB);
-    if (carve_option_set("purge=dontneed") != 0 || carve_option_set("decay_ms=20") != 0 ||
-        carve_option_set("background=1") != 0)
-        return 10;
-    tick();  // tries to start the purger, and fails
-    std::vector<Block> v = alloc_small(total, 11);
-    if (v.empty())
-        return 11;
-    const size_t before = Stats().small_committed();
-    if (free_all(v) != 0)
-        return 12;
-    for (int i = 0; i < 20; i++) {
-        sleep_ms(25);
-        tick();
-        if (Stats().small_committed() + total * 3 / 4 <= before)
-            return 0;
-    }
-    return 19;
+    // the purger fails to start; the slow paths must purge instead
+    return free_then_wait_for_purge(11, 20, 25, true, 19);
 }
 
 TEST_F(CarvePurge, WithoutABackgroundThreadTheSlowPathsPurge) {
