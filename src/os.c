@@ -17,21 +17,28 @@
 
 extern char **environ;
 
+/* The value of call, with errno as it was before it. carve's kernel calls
+ * keep errno: a failure is the caller's to handle (retry smaller, move the
+ * block, or give up and set ENOMEM), and a malloc or free that succeeds
+ * must not change errno. */
+#define KEEP_ERRNO(call)                                                                     \
+    __extension__({                                                                          \
+        int saved_ = errno;                                                                  \
+        __typeof__(call) r_ = (call);                                                        \
+        errno = saved_;                                                                      \
+        r_;                                                                                  \
+    })
+
 /* reserve: address space only, MAP_NORESERVE keeping untouched memory out
  * of the commit charge (the arena's reservations and bookkeeping: except
  * under strict overcommit, where callers retry smaller). Without it the
  * kernel's overcommit policy applies, as to glibc's mmap'd chunks: a large
  * block the size of a user's request must fail with ENOMEM when it cannot
  * be backed (malloc of 64 GiB on a 24 GiB machine without swap succeeded,
- * and the program would have been killed on touching it).
- * errno is kept: a failure here is often retried smaller or another way,
- * and a malloc that succeeds must leave errno alone; callers that give up
- * set ENOMEM themselves. */
+ * and the program would have been killed on touching it). */
 static void *map(size_t size, bool reserve) {
-    int saved = errno;
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? MAP_NORESERVE : 0), -1, 0);
-    errno = saved;
+    void *p = KEEP_ERRNO(mmap(NULL, size, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | (reserve ? MAP_NORESERVE : 0), -1, 0));
     return p == MAP_FAILED ? NULL : p;
 }
 
@@ -71,20 +78,14 @@ void cv_os_hugepage(void *p, size_t size) {
 /* free() unmaps, and must not change errno (munmap can fail: splitting
  * the reservation's mapping at vm.max_map_count). */
 bool cv_os_unmap(void *p, size_t size) {
-    int saved = errno;
-    bool ok = size == 0 || munmap(p, size) == 0;
-    errno = saved;
-    return ok;
+    return size == 0 || KEEP_ERRNO(munmap(p, size)) == 0;
 }
 
 /* Debug mode's guard pages: PROT_NONE (rw false) or back to read-write.
  * False when the kernel refuses (vm.max_map_count reached: each guard page
  * splits a mapping in two). */
 bool cv_os_protect(void *p, size_t size, bool rw) {
-    int saved = errno;
-    bool ok = mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE) == 0;
-    errno = saved;
-    return ok;
+    return KEEP_ERRNO(mprotect(p, size, rw ? PROT_READ | PROT_WRITE : PROT_NONE)) == 0;
 }
 
 /* [p, p+size) leaves RSS and any access faults (debug mode's freed blocks
@@ -95,29 +96,21 @@ bool cv_os_protect(void *p, size_t size, bool rw) {
  * MAP_NORESERVE mapping there made 3, once blocks were mapped without
  * MAP_NORESERVE. */
 bool cv_os_discard(void *p, size_t size) {
-    int saved = errno;
-    bool ok = madvise(p, size, MADV_DONTNEED) == 0 && mprotect(p, size, PROT_NONE) == 0;
-    errno = saved;
-    return ok;
+    return KEEP_ERRNO(madvise(p, size, MADV_DONTNEED) == 0 && mprotect(p, size, PROT_NONE) == 0);
 }
 
 /* Fails (ENOMEM) whenever the address space after p is taken: the caller
  * then moves the block, and a realloc or malloc that succeeds that way must
  * leave errno as it was. */
 bool cv_os_remap_inplace(void *p, size_t old_size, size_t new_size) {
-    int saved = errno;
-    bool ok = mremap(p, old_size, new_size, 0) != MAP_FAILED;
-    errno = saved;
-    return ok;
+    return KEEP_ERRNO(mremap(p, old_size, new_size, 0)) != MAP_FAILED;
 }
 
 /* Moves the pages of [p, p+old_size) to dest (replacing whatever mapping is
  * there), grown to new_size: no byte is copied. */
 bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
-    int saved = errno;
-    bool ok = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) != MAP_FAILED;
-    errno = saved;
-    return ok;
+    return KEEP_ERRNO(mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest)) !=
+           MAP_FAILED;
 }
 
 /* The kernel has no MADV_FREE (Linux before 4.5): MADV_DONTNEED for good. */
@@ -132,10 +125,8 @@ static bool purge_dontneed(bool dontneed) {
         return true;
     static _Atomic bool probed;
     if (!atomic_load_explicit(&probed, memory_order_relaxed)) {
-        int saved = errno;
-        if (madvise((void *)(uintptr_t)CHUNK_SIZE, 0, MADV_FREE) != 0)
+        if (KEEP_ERRNO(madvise((void *)(uintptr_t)CHUNK_SIZE, 0, MADV_FREE)) != 0)
             atomic_store_explicit(&madv_free_broken, true, memory_order_relaxed);
-        errno = saved;
         atomic_store_explicit(&probed, true, memory_order_relaxed);
     }
     return atomic_load_explicit(&madv_free_broken, memory_order_relaxed);
@@ -279,10 +270,7 @@ static size_t read_file(const char *path, char *buf, size_t cap) {
 /* Files that may well not exist (cgroup v1 or v2 limits): errno is kept,
  * since the first malloc reads them. */
 size_t cv_os_read_file(const char *path, char *buf, size_t cap) {
-    int saved = errno;
-    size_t n = read_file(path, buf, cap);
-    errno = saved;
-    return n;
+    return KEEP_ERRNO(read_file(path, buf, cap));
 }
 
 void cv_os_write_stderr(const char *s, size_t n) {
