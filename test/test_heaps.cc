@@ -947,4 +947,50 @@ TEST(CarveHeaps, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
     EXPECT_LE(after.s.classes[cm].live, before.s.classes[cm].live);
 }
 
+// ---- which pages a thread keeps -----------------------------------------
+
+// A thread's current page of a class stays with it when it empties (a loop
+// of malloc and free must not send it back at each turn), but not for good
+// once the thread has stopped using the class: later slow paths give it back.
+TEST(CarveHeaps, AnEmptyPageOfAClassAThreadStoppedUsingGoesBack) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    constexpr size_t kSize = 5000, kOther = 1000;
+    const Stats before;
+    const size_t c = before.class_of(kSize);
+    ASSERT_LT(c, before.s.class_count);
+    size_t pages_held = 0, pages_later = 0;
+    bool ok = true;
+    std::thread t([&] {
+        void *p = carve_malloc(kSize);
+        ok = p != nullptr;
+        memset(p, 0x5a, ok ? kSize : 0);
+        carve_free(p);
+        pages_held = Stats().s.classes[c].pages;
+        // A loop on the class keeps its page.
+        for (int i = 0; ok && i < 10000; i++) {
+            p = carve_malloc(kSize);
+            ok = p != nullptr;
+            carve_free(p);
+        }
+        if (Stats().s.classes[c].pages != pages_held)
+            pages_held = 0;  // the loop lost the page: fails below
+        // Other classes' work: hundreds of trips through the slow path.
+        std::vector<void *> others;
+        for (int i = 0; ok && i < 2000; i++) {
+            others.push_back(carve_malloc(kOther));
+            ok = others.back() != nullptr;
+        }
+        pages_later = Stats().s.classes[c].pages;
+        for (void *q : others)
+            carve_free(q);
+    });
+    t.join();
+    ASSERT_TRUE(ok) << "carve_malloc failed";
+    EXPECT_GE(pages_held, before.s.classes[c].pages + 1) << "the thread's page of class "
+                                                          << before.s.classes[c].size;
+    EXPECT_EQ(pages_later + 1, pages_held)
+        << "the empty page of class " << before.s.classes[c].size << " stayed with the thread";
+}
+
 }  // namespace
