@@ -949,6 +949,51 @@ TEST(CarveHeaps, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
 
 // ---- which pages a thread keeps -----------------------------------------
 
+// When the current page runs dry, blocks freed on the thread's other pages
+// go out before new ones are carved from the current page: carving touches
+// memory that the freed blocks would have spared.
+TEST(CarveHeaps, FreedBlocksAreReusedBeforeNewOnesAreCarved) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    constexpr size_t kSize = 1000;  // 64 blocks to a 64 KiB page, carved 4 at a time
+    const Stats before;
+    const size_t c = before.class_of(kSize);
+    ASSERT_LT(c, before.s.class_count);
+    size_t carved_mid = 0, carved_after = 0, n_freed = 0;
+    bool ok = true;
+    std::thread t([&] {
+        // Two pages full and a third page partly carved...
+        std::vector<void *> blocks;
+        for (int i = 0; i < 2 * 64 + 10 && ok; i++) {
+            void *p = carve_malloc(kSize);
+            ok = p != nullptr;
+            memset(p, 0x5a, ok ? kSize : 0);
+            blocks.push_back(p);
+        }
+        // ...holes in the first two...
+        for (size_t i = 0; ok && i < 2 * 64; i += 2) {
+            carve_free(blocks[i]);
+            blocks[i] = nullptr;
+            n_freed++;
+        }
+        carved_mid = Stats().s.classes[c].committed;
+        // ...and as many blocks again as were freed.
+        for (size_t i = 0; ok && i < n_freed; i++) {
+            void *p = carve_malloc(kSize);
+            ok = p != nullptr;
+            blocks.push_back(p);
+        }
+        carved_after = Stats().s.classes[c].committed;
+        for (void *p : blocks)
+            carve_free(p);
+    });
+    t.join();
+    ASSERT_TRUE(ok) << "carve_malloc failed";
+    EXPECT_LE(carved_after, carved_mid)
+        << n_freed << " blocks freed and allocated again carved " << (carved_after - carved_mid)
+        << " bytes of new blocks of class " << before.s.classes[c].size;
+}
+
 // A thread's current page of a class stays with it when it empties (a loop
 // of malloc and free must not send it back at each turn), but not for good
 // once the thread has stopped using the class: later slow paths give it back.
