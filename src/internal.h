@@ -273,6 +273,7 @@ typedef struct options {
     bool cgroup;         /* adapt purging to the cgroup memory limit */
     unsigned debug;      /* enum debug_flags */
     size_t quarantine;   /* bytes of freed blocks held back (DEBUG_QUARANTINE) */
+    bool thp;            /* large mappings of 2 MiB and more ask for huge pages */
 } options_t;
 extern options_t cv_options;
 void cv_options_parse(void);

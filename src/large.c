@@ -18,7 +18,10 @@
 
 /* Large mappings from this size get MADV_HUGEPAGE: they are chunk-aligned,
  * so every whole 2 MiB of them can be a huge page. Measured on the large
- * workload (random 256 KiB..32 MiB blocks, memset): see doc/design.md. */
+ * workload (random 256 KiB..32 MiB blocks, memset): see doc/design.md.
+ * thp=0 leaves them to the system's policy: with the kernel's default
+ * defrag setting ("madvise"), a fault in such a range may compact memory
+ * on the spot, a stall that latency-bound servers turn THP off to avoid. */
 #define THP_MIN ((size_t)2 << 20)
 
 static size_t page_round(size_t n) {
@@ -38,7 +41,7 @@ static size_t thp_round(size_t n) {
  * 21k (glibc 1.9 s, 58k faults), for a few MiB of peak RSS. */
 static size_t map_size_for(size_t block) {
     size_t whole = thp_round(block);
-    return block >= THP_MIN && whole - block <= block / 4 ? whole : block;
+    return cv_options.thp && block >= THP_MIN && whole - block <= block / 4 ? whole : block;
 }
 
 _Static_assert(sizeof(large_t) == LARGE_HEADER, "check must end right before the block");
@@ -197,7 +200,7 @@ static size_t cut_down(entry_t e, size_t cut) {
  * (without them the large workload took 1.7 s instead of 1.06 s). */
 static void grown(large_t *h, size_t old_size, size_t new_size) {
     h->map_size = new_size;
-    if (old_size < THP_MIN && new_size >= THP_MIN)
+    if (cv_options.thp && old_size < THP_MIN && new_size >= THP_MIN)
         cv_os_hugepage(h, new_size);
 }
 
@@ -405,7 +408,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
             return NULL;
         }
         h = (large_t *)(base + lead);
-        if (map_size >= THP_MIN)
+        if (cv_options.thp && map_size >= THP_MIN)
             cv_os_hugepage(h, map_size);
     }
     h->magic = LARGE_MAGIC;

@@ -18,7 +18,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -1071,6 +1073,65 @@ TEST(CarveOptionSet, AcceptsKnownOptionsAndRejectsOthersWithAMessage) {
     void *p = carve_malloc(100);
     ASSERT_NE(p, nullptr);
     carve_free(p);
+}
+
+// The VmFlags line of the mapping that holds p in /proc/self/smaps ("" if
+// none): "hg" in it means MADV_HUGEPAGE.
+std::string vm_flags_of(const void *p) {
+    std::ifstream smaps("/proc/self/smaps");
+    std::string line;
+    bool inside = false;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    while (std::getline(smaps, line)) {
+        unsigned long lo, hi;
+        char dash;
+        std::istringstream head(line);
+        if (line.find(':') == std::string::npos || line.find(':') > line.find(' ')) {
+            if (head >> std::hex >> lo >> dash >> hi && dash == '-')
+                inside = lo <= a && a < hi;
+            continue;
+        }
+        if (inside && line.rfind("VmFlags:", 0) == 0)
+            return line;
+    }
+    return "";
+}
+
+bool has_flag(const std::string &flags, const char *flag) {
+    std::istringstream words(flags);
+    std::string w;
+    while (words >> w)
+        if (w == flag)
+            return true;
+    return false;
+}
+
+TEST(CarveOptionSet, ThpDecidesWhetherBigBlocksAskForHugePages) {
+    CARVE_SKIP_IN_DEBUG_MODE();  // debug mode maps blocks its own way
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0)
+        GTEST_SKIP() << "no transparent huge pages in this kernel";
+    constexpr size_t kSize = size_t(8) << 20;
+    // No large cache, so that each block is mapped afresh.
+    ASSERT_EQ(carve_option_set("decay_ms=0"), 0);
+    carve_malloc_trim(0);
+
+    void *on = carve_malloc(kSize);
+    ASSERT_NE(on, nullptr);
+    const std::string with = vm_flags_of(on);
+    carve_free(on);
+
+    ASSERT_EQ(carve_option_set("thp=0"), 0);
+    void *off = carve_malloc(kSize);
+    ASSERT_NE(off, nullptr);
+    memset(off, 1, kSize);
+    const std::string without = vm_flags_of(off);
+    carve_free(off);
+
+    EXPECT_EQ(carve_option_set("thp=1"), 0);
+    EXPECT_EQ(carve_option_set("decay_ms=50"), 0);
+    ASSERT_FALSE(with.empty()) << "no mapping of the block in /proc/self/smaps";
+    EXPECT_TRUE(has_flag(with, "hg")) << "thp=1: " << with;
+    EXPECT_FALSE(has_flag(without, "hg")) << "thp=0: " << without;
 }
 
 TEST(CarveStats, MallocStatsAndStatsPrintWriteToStderr) {
