@@ -1038,4 +1038,36 @@ TEST(CarveHeaps, AnEmptyPageOfAClassAThreadStoppedUsingGoesBack) {
         << "the empty page of class " << before.s.classes[c].size << " stayed with the thread";
 }
 
+// A block bigger than a slice (64 KiB) has a page of its own, which goes
+// back to the arena when the block is freed: a thread does not keep, per
+// class, the high-water mark of such blocks (a buffer grown by realloc
+// passes through eight of these classes).
+TEST(CarveHeaps, BlocksBiggerThanASliceHaveAPageEachThatGoesBackWithThem) {
+    CARVE_SKIP_IN_DEBUG_MODE();  // debug pages keep 3 blocks, for the guard
+
+    constexpr size_t kSize = 150000, kCount = 8;
+    const Stats before;
+    const size_t c = before.class_of(kSize);
+    ASSERT_LT(c, before.s.class_count);
+    size_t pages_live = 0, pages_freed = 0;
+    bool ok = true;
+    std::thread t([&] {
+        void *blocks[kCount];
+        for (size_t i = 0; i < kCount; i++) {
+            blocks[i] = carve_malloc(kSize);
+            ok = ok && blocks[i] != nullptr;
+        }
+        pages_live = Stats().s.classes[c].pages;
+        for (void *p : blocks)
+            carve_free(p);
+        pages_freed = Stats().s.classes[c].pages;
+    });
+    t.join();
+    ASSERT_TRUE(ok) << "carve_malloc failed";
+    const size_t base = before.s.classes[c].pages;
+    EXPECT_EQ(pages_live, base + kCount) << kCount << " live blocks of class " << before.s.classes[c].size;
+    EXPECT_LE(pages_freed, base + 1) << "pages of class " << before.s.classes[c].size
+                                     << " kept after the blocks were freed";
+}
+
 }  // namespace
