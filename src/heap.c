@@ -39,9 +39,9 @@ static heap_t *heap_pool; /* under the arena lock */
 /* ---- page queues -------------------------------------------------------- */
 
 /* Keep current[c] on the queue's first page, and move the pin (one extra
- * count in used, see page_t) with it. A page that loses the pin is never
- * empty here: it is leaving for the full list, or it is being retired,
- * which happens only to pages that are not current. direct[c] follows,
+ * count in used, see page_t) with it. A page that loses the pin is empty
+ * only when retire_idle gives it back (its caller frees it next); otherwise
+ * it is leaving for the full list, with blocks in use. direct[c] follows,
  * unless foreign blocks go first (see below). */
 static void direct_update(heap_t *heap, page_queue_t *q) {
     if (q == &heap->full)
@@ -134,17 +134,29 @@ static void page_retire(heap_t *heap, page_t *page) {
 /* Idle current pages. A class's current page keeps its pin when it empties,
  * so that a loop of malloc and free on one class does not send the page to
  * the arena and back at every turn. But a thread that stops using a class
- * would then keep that page, touched, until it exits: on random_sizes (4
- * threads, 50-odd classes each) those pages were 1 MiB of the 25 MiB peak
- * RSS. So every IDLE_CHECK-th call of the slow path looks at the current
- * pages, and one found empty by this check and the one before goes back to
- * the arena, where any class and thread reuses it. The fast paths do not
- * change: a loop on one class never comes here, and one whose page is empty
- * at two checks in a row pays one trip to the arena per 2 * IDLE_CHECK slow
- * paths. skip is the class the slow path is looking for blocks of. */
-#define IDLE_CHECK 16
+ * would then keep that page, touched, until it exits: up to 64 KiB (256 KiB
+ * for the biggest classes) per class it ever used, in every thread of a
+ * long-lived pool. So the slow path looks at the current pages now and then, and one
+ * found empty by this check and the one before goes back to the arena,
+ * where any class and thread reuses it. The checks are at least IDLE_MS
+ * apart, whatever the rate of slow paths: a class used one block at a time
+ * is empty at every check, and when checks came every 16 slow paths, the
+ * pages that such classes took back after a retirement were slow paths
+ * themselves; with more than 32 classes taking turns, every malloc of theirs
+ * became a trip to the arena (280 ns a malloc/free pair instead of 8). Now
+ * such a class pays at most one trip per 2 * IDLE_MS. The fast paths do not
+ * change, and a loop on one class never comes here. skip is the class the
+ * slow path is looking for blocks of. */
+#define IDLE_CHECK 16 /* slow paths between two looks at the clock */
+#define IDLE_MS 10
 _Static_assert(CLASS_COUNT <= 64, "one bit of idle_current per class");
 static void retire_idle(heap_t *heap, unsigned skip) {
+    if (++heap->slow_calls % IDLE_CHECK != 0)
+        return;
+    uint64_t now_ms = cv_os_now_ms();
+    if (now_ms - heap->idle_checked_ms < IDLE_MS)
+        return;
+    heap->idle_checked_ms = now_ms;
     uint64_t was = heap->idle_current, now = 0;
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         page_t *page = heap->current[c];
@@ -385,8 +397,7 @@ static size_t page_slices(const heap_t *heap, unsigned c) {
 static page_t *find_page(heap_t *heap, unsigned c) {
     if (unlikely(atomic_load_explicit(&heap->full_freed, memory_order_relaxed)))
         rescue_full(heap);
-    if (++heap->slow_calls % IDLE_CHECK == 0)
-        retire_idle(heap, c);
+    retire_idle(heap, c);
     page_queue_t *q = &heap->queues[c];
     page_t *page, *next, *carving = NULL;
     for (page = q->first; page != NULL; page = next) {
@@ -506,6 +517,7 @@ heap_t *cv_heap_get_slow(void) {
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->slow_calls = 0;
     heap->idle_current = 0;
+    heap->idle_checked_ms = 0;
     heap->next_free = NULL;
     heap->debug = false; /* a pooled heap may have served debug mode */
     heap->owner = cv_thread_id();
