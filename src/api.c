@@ -321,7 +321,14 @@ CARVE_EXPORT int carve_malloc_info(int options, FILE *fp) {
 CARVE_EXPORT int carve_option_set(const char *key_value) {
     if (key_value == NULL || !cv_init())
         return -1;
-    return cv_options_set(key_value) ? 0 : -1;
+    bool thp = cv_options.thp;
+    if (!cv_options_set(key_value))
+        return -1;
+    /* Cached large mappings keep the huge-page advice they were made with,
+     * and a block that reused one would too: start the cache afresh. */
+    if (cv_options.thp != thp)
+        cv_large_trim();
+    return 0;
 }
 
 /* No glibc tunable maps onto carve (it sizes arenas, thresholds and

@@ -231,7 +231,7 @@ static large_t *cache_take(size_t map_size) {
          * page and keeps none of its huge pages (both then fault and purge
          * 4 KiB at a time; this took the large workload from 1.06 s to
          * 0.48 s, glibc 2.0 s, on the same machine). */
-        size_t cut = e.size >= THP_MIN ? thp_round(map_size) : map_size;
+        size_t cut = cv_options.thp && e.size >= THP_MIN ? thp_round(map_size) : map_size;
         if (!fits_whole(e.size, map_size) && cut < e.size)
             e.size = cut_down(e, cut);
         h->map_size = e.size;

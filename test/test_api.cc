@@ -1106,11 +1106,22 @@ bool has_flag(const std::string &flags, const char *flag) {
     return false;
 }
 
+// Puts thp and decay_ms back to their defaults when a test ends, even
+// through a failed ASSERT.
+struct DefaultThpAndDecay {
+    ~DefaultThpAndDecay() {
+        EXPECT_EQ(carve_option_set("thp=1"), 0);
+        EXPECT_EQ(carve_option_set("decay_ms=50"), 0);
+        carve_malloc_trim(0);
+    }
+};
+
 TEST(CarveOptionSet, ThpDecidesWhetherBigBlocksAskForHugePages) {
     CARVE_SKIP_IN_DEBUG_MODE();  // debug mode maps blocks its own way
     if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0)
         GTEST_SKIP() << "no transparent huge pages in this kernel";
     constexpr size_t kSize = size_t(8) << 20;
+    DefaultThpAndDecay restore;
     // No large cache, so that each block is mapped afresh.
     ASSERT_EQ(carve_option_set("decay_ms=0"), 0);
     carve_malloc_trim(0);
@@ -1127,11 +1138,34 @@ TEST(CarveOptionSet, ThpDecidesWhetherBigBlocksAskForHugePages) {
     const std::string without = vm_flags_of(off);
     carve_free(off);
 
-    EXPECT_EQ(carve_option_set("thp=1"), 0);
-    EXPECT_EQ(carve_option_set("decay_ms=50"), 0);
     ASSERT_FALSE(with.empty()) << "no mapping of the block in /proc/self/smaps";
     EXPECT_TRUE(has_flag(with, "hg")) << "thp=1: " << with;
     EXPECT_FALSE(has_flag(without, "hg")) << "thp=0: " << without;
+}
+
+// Found in review: a block that reused a cached mapping kept the advice the
+// mapping was made with, so thp=0 set at run time did not hold for it.
+TEST(CarveOptionSet, ThpSetAtRunTimeHoldsForBlocksFromTheLargeCache) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    if (access("/sys/kernel/mm/transparent_hugepage/enabled", F_OK) != 0)
+        GTEST_SKIP() << "no transparent huge pages in this kernel";
+    constexpr size_t kSize = size_t(8) << 20;
+    DefaultThpAndDecay restore;
+    carve_malloc_trim(0);  // an empty large cache
+
+    void *on = carve_malloc(kSize);  // thp=1, the default
+    ASSERT_NE(on, nullptr);
+    const std::string with = vm_flags_of(on);
+    carve_free(on);  // waits in the large cache (decay_ms=50)
+
+    ASSERT_EQ(carve_option_set("thp=0"), 0);
+    void *off = carve_malloc(kSize);
+    ASSERT_NE(off, nullptr);
+    const std::string without = vm_flags_of(off);
+    carve_free(off);
+
+    ASSERT_TRUE(has_flag(with, "hg")) << "thp=1: " << with;
+    EXPECT_FALSE(has_flag(without, "hg")) << "thp=0, block after a cached one: " << without;
 }
 
 TEST(CarveStats, MallocStatsAndStatsPrintWriteToStderr) {
