@@ -131,43 +131,108 @@ static void page_retire(heap_t *heap, page_t *page) {
     cv_arena_page_free(page);
 }
 
+/* Spare pages. A page of one block (classes from 40 KiB up) empties at
+ * every free of its block, so a thread that holds a few such blocks at a
+ * time took the arena lock for each malloc and each free of them: with 2
+ * threads each keeping 16 blocks of 100 KB in a window (memset), 3.2 us a
+ * malloc/free against 1.3 with the 8-block pages these classes had before,
+ * the lock contended. Up to SPARE_BYTES of such empty pages (all classes
+ * together, per heap) stay in their queues, where find_page takes them
+ * before going to the arena, and retire_idle gives back those of a class
+ * that had spares at two checks in a row. A spare is a queued page with
+ * used 0 (the current page holds the pin); the queue of a one-block class
+ * holds its current page and its spares only (the others are full), so
+ * counting them is a short walk. */
+#define SPARE_BYTES ((size_t)256 << 10)
+
+static bool one_block_class(unsigned c) {
+    return cv_class_size[c] > SLICE_SIZE / 2;
+}
+
+static size_t spare_bytes(const heap_t *heap, unsigned c) {
+    size_t bytes = 0;
+    for (const page_t *p = heap->queues[c].first; p != NULL; p = p->next)
+        if (p->used == 0)
+            bytes += (size_t)p->slice_count << SLICE_SHIFT;
+    return bytes;
+}
+
+/* page, in its queue and empty: keep it as a spare? */
+static bool keep_spare(const heap_t *heap, const page_t *page) {
+    if (page->reserved != 1 || page->debug)
+        return false;
+    size_t bytes = 0;
+    for (unsigned c = CLASS_COUNT; c-- > 0 && one_block_class(c);)
+        bytes += spare_bytes(heap, c);
+    return bytes <= SPARE_BYTES;
+}
+
+static void retire_spares(heap_t *heap, unsigned c) {
+    page_t *next;
+    for (page_t *p = heap->queues[c].first; p != NULL; p = next) {
+        next = p->next;
+        if (p->used == 0)
+            page_retire(heap, p);
+    }
+}
+
 /* Idle current pages. A class's current page keeps its pin when it empties,
  * so that a loop of malloc and free on one class does not send the page to
  * the arena and back at every turn. But a thread that stops using a class
  * would then keep that page, touched, until it exits: up to 64 KiB (256 KiB
  * for the biggest classes) per class it ever used, in every thread of a
- * long-lived pool. So the slow path looks at the current pages now and then, and one
- * found empty by this check and the one before goes back to the arena,
- * where any class and thread reuses it. The checks are at least IDLE_MS
- * apart, whatever the rate of slow paths: a class used one block at a time
- * is empty at every check, and when checks came every 16 slow paths, the
- * pages that such classes took back after a retirement were slow paths
- * themselves; with more than 32 classes taking turns, every malloc of theirs
- * became a trip to the arena (280 ns a malloc/free pair instead of 8). Now
- * such a class pays at most one trip per 2 * IDLE_MS. The fast paths do not
- * change, and a loop on one class never comes here. skip is the class the
- * slow path is looking for blocks of. */
-#define IDLE_CHECK 16 /* slow paths between two looks at the clock */
-#define IDLE_MS 10
+ * long-lived pool, and a buffer grown by realloc passes through dozens of
+ * classes. So every IDLE_CHECK-th slow path looks at the current pages (and
+ * the spares), and those found empty by this check and the one before go
+ * back to the arena, where any class and thread reuses them.
+ *
+ * A class whose page went back here does not move the checks on when it
+ * comes back for a page. Without that, a review found the checks feeding
+ * themselves: a class used one block at a time is empty at every check,
+ * and with more than 32 such classes taking turns, the pages they took
+ * again were the slow paths that brought the next check, so every malloc
+ * of theirs became a trip to the arena (280 ns a malloc/free pair instead
+ * of 8). The price: on realloc_growth (4 threads), whose buffers pass
+ * through 45 classes, the peak is 33 MiB where the self-feeding checks,
+ * retiring much faster, gave 29; a cap of 4 pages a check gave 37. The fast
+ * paths do not change, and a loop on one class never comes here. skip is
+ * the class the slow path is looking for blocks of. */
+#define IDLE_CHECK 16 /* slow paths between two checks */
 _Static_assert(CLASS_COUNT <= 64, "one bit of idle_current per class");
 static void retire_idle(heap_t *heap, unsigned skip) {
+    uint64_t skip_bit = (uint64_t)1 << skip;
+    if (heap->idle_gone & skip_bit) { /* back after a retirement */
+        heap->idle_gone &= ~skip_bit;
+        return;
+    }
     if (++heap->slow_calls % IDLE_CHECK != 0)
         return;
-    uint64_t now_ms = cv_os_now_ms();
-    if (now_ms - heap->idle_checked_ms < IDLE_MS)
-        return;
-    heap->idle_checked_ms = now_ms;
     uint64_t was = heap->idle_current, now = 0;
+    uint64_t spares_was = heap->idle_spares, spares_now = 0;
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        page_t *page = heap->current[c];
-        if (page == &cv_page_empty || page->used != 1 || c == skip) /* 1: the pin alone */
+        uint64_t bit = (uint64_t)1 << c;
+        if (c == skip)
             continue;
-        if (was >> c & 1)
+        if (one_block_class(c) && spare_bytes(heap, c) != 0) {
+            if (spares_was & bit) {
+                retire_spares(heap, c);
+                heap->idle_gone |= bit;
+            } else {
+                spares_now |= bit;
+            }
+        }
+        page_t *page = heap->current[c];
+        if (page == &cv_page_empty || page->used != 1) /* 1: the pin alone */
+            continue;
+        if (was & bit) {
             page_retire(heap, page); /* the pin moves on, to the next page or none */
-        else
-            now |= (uint64_t)1 << c;
+            heap->idle_gone |= bit;
+        } else {
+            now |= bit;
+        }
     }
     heap->idle_current = now;
+    heap->idle_spares = spares_now;
 }
 
 /* Remote frees reached pages in the full list: bring those pages back. */
@@ -181,7 +246,7 @@ static void rescue_full(heap_t *heap) {
         page_from_full(heap, page);
         cv_page_collect(page);
         queue_push_back(heap, &heap->queues[page->class_idx], page);
-        if (page->used == 0)
+        if (page->used == 0 && !keep_spare(heap, page))
             page_retire(heap, page);
     }
 }
@@ -194,7 +259,7 @@ void cv_heap_free_local_slow(page_t *page) {
         page_from_full(heap, page);
         queue_push_back(heap, &heap->queues[page->class_idx], page);
     }
-    if (page->used == 0)
+    if (page->used == 0 && !keep_spare(heap, page))
         page_retire(heap, page);
 }
 
@@ -516,8 +581,7 @@ heap_t *cv_heap_get_slow(void) {
     heap->full.first = heap->full.last = NULL;
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->slow_calls = 0;
-    heap->idle_current = 0;
-    heap->idle_checked_ms = 0;
+    heap->idle_current = heap->idle_spares = heap->idle_gone = 0;
     heap->next_free = NULL;
     heap->debug = false; /* a pooled heap may have served debug mode */
     heap->owner = cv_thread_id();
@@ -599,6 +663,7 @@ void cv_heap_trim(void) {
         page_t *page = heap->current[c];
         if (page == &cv_page_empty)
             continue;
+        retire_spares(heap, c); /* first: none may take the pin below */
         cv_page_collect(page);
         if (page->used == 1) { /* the pin alone */
             queue_remove(heap, &heap->queues[c], page);

@@ -210,8 +210,10 @@ typedef struct heap {
     page_queue_t full;               /* pages with no free block left */
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     uint32_t slow_calls;             /* find_page calls, for retire_idle */
-    uint64_t idle_checked_ms;        /* when retire_idle last looked */
-    uint64_t idle_current;           /* bit c: current[c] was empty then */
+    uint64_t idle_current;           /* bit c: current[c] was empty at the
+                                        last check (retire_idle) */
+    uint64_t idle_spares;            /* bit c: queues[c] held spares then */
+    uint64_t idle_gone;              /* bit c: retire_idle gave a page of c back */
     struct heap *next_free;          /* heap pool */
     bool debug;                      /* debug.c's: its pages are debug pages */
     /* Blocks of other threads' pages that this thread freed, kept for its
