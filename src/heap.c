@@ -213,7 +213,7 @@ static void retire_idle(heap_t *heap, unsigned skip) {
         uint64_t bit = (uint64_t)1 << c;
         if (c == skip)
             continue;
-        if (one_block_class(c) && spare_bytes(heap, c) != 0) {
+        if (one_block_class(c) && !heap->debug && spare_bytes(heap, c) != 0) {
             if (spares_was & bit) {
                 retire_spares(heap, c);
                 heap->idle_gone |= bit;
@@ -224,11 +224,19 @@ static void retire_idle(heap_t *heap, unsigned skip) {
         page_t *page = heap->current[c];
         if (page == &cv_page_empty || page->used != 1) /* 1: the pin alone */
             continue;
-        if (was & bit) {
+        /* A class used one block at a time is empty at every check too. To
+         * tell it from one left idle, the first check takes the page off
+         * the fast path; the class's next malloc puts it back in
+         * cv_heap_alloc_slow, without find_page (no arena trip, no count
+         * towards the checks), and the second check retires the page only
+         * if nothing did. (A class served from foreign blocks is in use.) */
+        if ((was & bit) && heap->direct[c] == &cv_page_empty) {
             page_retire(heap, page); /* the pin moves on, to the next page or none */
             heap->idle_gone |= bit;
         } else {
             now |= bit;
+            if (heap->direct[c] == page)
+                heap->direct[c] = &cv_page_empty;
         }
     }
     heap->idle_current = now;
@@ -539,7 +547,8 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
     }
     unsigned c = cv_size_class(size);
     /* The fast path missed: foreign blocks (if direct[c] was theirs) ran
-     * out, and the current page may still have blocks. */
+     * out, or retire_idle took the current page off the fast path, and the
+     * current page may still have blocks. */
     page_t *page = &heap->foreign[c];
     if (page->free == NULL) {
         heap->direct[c] = page = heap->current[c];

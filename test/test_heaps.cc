@@ -1083,6 +1083,50 @@ TEST(CarveHeaps, PagesOfClassesInUseStayWhenManyClassesTakeTurns) {
         << kClasses << " classes in use, in " << ms << " ms";
 }
 
+// The same request loop, where each request also replaces one of two live
+// blocks of 100 KB: every malloc of those is a slow path (the current page
+// of a one-block class has its block out), so idle checks keep coming, and
+// the small classes, empty at every check, must not lose their pages.
+// Found in review: with checks counted in slow paths alone, every class of
+// the loop went back to the arena at every other check.
+TEST(CarveHeaps, PagesOfClassesInUseStayWhileOtherClassesDriveTheSlowPath) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+
+    const Stats before;
+    constexpr size_t kClasses = 40, kBig = 100000;
+    size_t missing = 0, rounds = 0;
+    bool ok = true;
+    std::thread t([&] {
+        void *big[2] = {carve_malloc(kBig), carve_malloc(kBig)};
+        ok = big[0] != nullptr && big[1] != nullptr;
+        for (int round = 0; ok && round < 400; round++) {
+            for (size_t c = 1; ok && c <= kClasses; c++) {
+                void *p = carve_malloc(before.s.classes[c].size);
+                ok = p != nullptr;
+                if (ok)
+                    memset(p, 0x5a, before.s.classes[c].size);
+                carve_free(p);
+            }
+            carve_free(big[round & 1]);
+            big[round & 1] = carve_malloc(kBig);
+            ok = ok && big[round & 1] != nullptr;
+            if (round < 2)
+                continue;
+            const Stats now;
+            for (size_t c = 1; c <= kClasses; c++)
+                if (now.s.classes[c].pages <= before.s.classes[c].pages)
+                    missing++;
+            rounds++;
+        }
+        carve_free(big[0]);
+        carve_free(big[1]);
+    });
+    t.join();
+    ASSERT_TRUE(ok) << "carve_malloc failed";
+    EXPECT_LE(missing, kClasses) << "classes without their page at the end of a round, " << rounds
+                                 << " rounds of " << kClasses << " classes in use";
+}
+
 // A block bigger than a slice (64 KiB) has a page of its own, which goes
 // back to the arena when the block is freed: a thread does not keep, per
 // class, the high-water mark of such blocks (a buffer grown by realloc
