@@ -159,7 +159,7 @@ static size_t spare_bytes(const heap_t *heap, unsigned c) {
 
 /* page, in its queue and empty: keep it as a spare? */
 static bool keep_spare(const heap_t *heap, const page_t *page) {
-    if (page->reserved != 1 || page->debug)
+    if (!one_block_class(page->class_idx) || page->debug)
         return false;
     size_t bytes = 0;
     for (unsigned c = CLASS_COUNT; c-- > 0 && one_block_class(c);)

@@ -32,6 +32,11 @@ static size_t thp_round(size_t n) {
     return (n + THP_MIN - 1) & ~(THP_MIN - 1);
 }
 
+/* Does a mapping of this size get huge pages (and their rounding)? */
+static bool thp_for(size_t map_size) {
+    return cv_options.thp && map_size >= THP_MIN;
+}
+
 /* The mapping for a block of this many bytes (header included, page
  * rounded): from THP_MIN up, whole huge pages when that adds at most a
  * quarter (the size classes' worst case), since the last partial 2 MiB of
@@ -41,7 +46,7 @@ static size_t thp_round(size_t n) {
  * 21k (glibc 1.9 s, 58k faults), for a few MiB of peak RSS. */
 static size_t map_size_for(size_t block) {
     size_t whole = thp_round(block);
-    return cv_options.thp && block >= THP_MIN && whole - block <= block / 4 ? whole : block;
+    return thp_for(block) && whole - block <= block / 4 ? whole : block;
 }
 
 _Static_assert(sizeof(large_t) == LARGE_HEADER, "check must end right before the block");
@@ -200,7 +205,7 @@ static size_t cut_down(entry_t e, size_t cut) {
  * (without them the large workload took 1.7 s instead of 1.06 s). */
 static void grown(large_t *h, size_t old_size, size_t new_size) {
     h->map_size = new_size;
-    if (cv_options.thp && old_size < THP_MIN && new_size >= THP_MIN)
+    if (old_size < THP_MIN && thp_for(new_size))
         cv_os_hugepage(h, new_size);
 }
 
@@ -231,7 +236,7 @@ static large_t *cache_take(size_t map_size) {
          * page and keeps none of its huge pages (both then fault and purge
          * 4 KiB at a time; this took the large workload from 1.06 s to
          * 0.48 s, glibc 2.0 s, on the same machine). */
-        size_t cut = cv_options.thp && e.size >= THP_MIN ? thp_round(map_size) : map_size;
+        size_t cut = thp_for(e.size) ? thp_round(map_size) : map_size;
         if (!fits_whole(e.size, map_size) && cut < e.size)
             e.size = cut_down(e, cut);
         h->map_size = e.size;
@@ -408,7 +413,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
             return NULL;
         }
         h = (large_t *)(base + lead);
-        if (cv_options.thp && map_size >= THP_MIN)
+        if (thp_for(map_size))
             cv_os_hugepage(h, map_size);
     }
     h->magic = LARGE_MAGIC;
