@@ -1038,6 +1038,30 @@ TEST(CarveHeaps, AnEmptyPageOfAClassAThreadStoppedUsingGoesBack) {
         << "the empty page of class " << before.s.classes[c].size << " stayed with the thread";
 }
 
+// The request loop of the next two tests: one block of each of classes
+// 1..n, written and freed at once.
+bool one_block_each(const Stats &before, size_t n) {
+    for (size_t c = 1; c <= n; c++) {
+        void *p = carve_malloc(before.s.classes[c].size);
+        if (p == nullptr)
+            return false;
+        memset(p, 0x5a, before.s.classes[c].size);
+        carve_free(p);
+    }
+    return true;
+}
+
+// Of classes 1..n, how many have no more pages than before: none of them
+// held by the calling thread.
+size_t classes_without_a_page(const Stats &before, size_t n) {
+    const Stats now;
+    size_t missing = 0;
+    for (size_t c = 1; c <= n; c++)
+        if (now.s.classes[c].pages <= before.s.classes[c].pages)
+            missing++;
+    return missing;
+}
+
 // A thread that keeps using many classes, one short-lived block at a time
 // (a request loop with temporaries of varied sizes), keeps their pages.
 // Found in review: idle checks come every 16 slow paths, and with more
@@ -1056,19 +1080,10 @@ TEST(CarveHeaps, PagesOfClassesInUseStayWhenManyClassesTakeTurns) {
     const auto start = std::chrono::steady_clock::now();
     std::thread t([&] {
         for (int round = 0; ok && round < 200; round++) {
-            for (size_t c = 1; ok && c <= kClasses; c++) {
-                void *p = carve_malloc(before.s.classes[c].size);
-                ok = p != nullptr;
-                if (ok)
-                    memset(p, 0x5a, before.s.classes[c].size);
-                carve_free(p);
-            }
+            ok = one_block_each(before, kClasses);
             if (round < 2)
                 continue;  // warm-up: each class takes its page
-            const Stats now;
-            for (size_t c = 1; c <= kClasses; c++)
-                if (now.s.classes[c].pages <= before.s.classes[c].pages)
-                    missing++;
+            missing += classes_without_a_page(before, kClasses);
             rounds++;
         }
     });
@@ -1100,22 +1115,13 @@ TEST(CarveHeaps, PagesOfClassesInUseStayWhileOtherClassesDriveTheSlowPath) {
         void *big[2] = {carve_malloc(kBig), carve_malloc(kBig)};
         ok = big[0] != nullptr && big[1] != nullptr;
         for (int round = 0; ok && round < 400; round++) {
-            for (size_t c = 1; ok && c <= kClasses; c++) {
-                void *p = carve_malloc(before.s.classes[c].size);
-                ok = p != nullptr;
-                if (ok)
-                    memset(p, 0x5a, before.s.classes[c].size);
-                carve_free(p);
-            }
+            ok = one_block_each(before, kClasses);
             carve_free(big[round & 1]);
             big[round & 1] = carve_malloc(kBig);
             ok = ok && big[round & 1] != nullptr;
             if (round < 2)
                 continue;
-            const Stats now;
-            for (size_t c = 1; c <= kClasses; c++)
-                if (now.s.classes[c].pages <= before.s.classes[c].pages)
-                    missing++;
+            missing += classes_without_a_page(before, kClasses);
             rounds++;
         }
         carve_free(big[0]);
