@@ -16,12 +16,13 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-/* Large mappings from this size get MADV_HUGEPAGE: they are chunk-aligned,
- * so every whole 2 MiB of them can be a huge page. Measured on the large
- * workload (random 256 KiB..32 MiB blocks, memset): see doc/design.md.
- * thp=0 leaves them to the system's policy: with the kernel's default
- * defrag setting ("madvise"), a fault in such a range may compact memory
- * on the spot, a stall that latency-bound servers turn THP off to avoid. */
+/* With thp=1, large mappings from this size get MADV_HUGEPAGE: they are
+ * chunk-aligned, so every whole 2 MiB of them can be a huge page. Off by
+ * default (see doc/design.md): a huge page is faulted in whole, so a big
+ * table written sparsely is resident in full (a 256 MiB calloc written
+ * once per 64 KiB: 264 MiB of RSS against 18), and with the kernel's
+ * default defrag setting ("madvise") such a fault may compact memory on
+ * the spot, the stall that latency-bound servers turn THP off to avoid. */
 #define THP_MIN ((size_t)2 << 20)
 
 static size_t page_round(size_t n) {
@@ -81,15 +82,18 @@ static size_t map_align(const large_t *h) {
  * mappings (without alignment padding) wait here, bounded in count and
  * bytes. A request takes the smallest entry that fits with at most three
  * quarters to spare, or else the smallest bigger one, cut down in place:
- * its head is already faulted in. Entries up to the byte bound, 48 MiB,
- * cover glibc's own reuse range (its mmap threshold tops out at 32 MiB).
+ * its head is already faulted in. Entries up to CACHE_MAX_ENTRY, 48 MiB,
+ * cover glibc's own reuse range (its mmap threshold tops out at 32 MiB);
+ * a bigger one would empty the cache to get in.
  *
- * The byte bound is what the cache adds to peak RSS. On the large workload
- * (2 threads, 64 KiB..32 MiB blocks, memset; glibc 95-100 MiB, jemalloc
- * 141 MiB) carve's peak RSS was about 145 MiB with a 128 MiB bound, 140
- * with 64, 123 with 48, 116 with 32 and 94 with no cache; its time 0.25x
- * glibc's from 48 MiB up, 0.35x at 32 and 16 MiB, 0.6x with no cache.
- * 48 MiB still holds a 32 MiB block (34 MiB mapped) next to others.
+ * The byte bound is what the cache adds to peak RSS while big blocks
+ * churn (idle entries are purged after decay_ms like the rest). On the
+ * large workload (2 threads, 64 KiB..32 MiB blocks, memset, 4 KiB pages;
+ * glibc 0.72 s and 97 MiB, jemalloc 3.1 s and 145 MiB; medians of 9
+ * interleaved runs) carve took 1.43 s and 126 MiB with a 48 MiB bound,
+ * 1.26 s with 64, 0.80 s with 96 and 0.70 s and 146 MiB with 128: below
+ * about 96 MiB the cache keeps evicting the entries the next requests
+ * need (76k faults at 48 MiB, 36k at 128; glibc 58k).
  *
  * An entry unused for decay_ms is purged like free slices (MADV_FREE) but
  * stays mapped and cached, "lazy", for LAZY_KEEP_MS more: until the kernel
@@ -100,8 +104,8 @@ static size_t map_align(const large_t *h) {
  * faults unmapping them. purge=dontneed and cgroup pressure unmap instead:
  * the pages go at once, and with them the reason to keep the mapping. */
 #define CACHE_SLOTS 32
-#define CACHE_MAX_BYTES ((size_t)48 << 20)
-#define CACHE_MAX_ENTRY CACHE_MAX_BYTES
+#define CACHE_MAX_BYTES ((size_t)128 << 20)
+#define CACHE_MAX_ENTRY ((size_t)48 << 20)
 #define LAZY_KEEP_MS 1000
 
 /* One cached mapping. Kept here rather than in the mapping's header: a

@@ -15,7 +15,7 @@ options_t cv_options = {
     .cgroup = true,
     .debug = config_debug ? DEBUG_ALL & ~DEBUG_PAGE : 0,
     .quarantine = (size_t)16 << 20,
-    .thp = true,
+    .thp = false,
 };
 
 typedef enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_PURGE, OPT_DEBUG } opt_kind_t;
@@ -44,7 +44,7 @@ static const option_desc_t table[] = {
     {"quarantine", OPT_SIZE, &cv_options.quarantine,
      "bytes of freed blocks held back from reuse with debug=quarantine (default 16M)"},
     {"thp", OPT_BOOL, &cv_options.thp,
-     "blocks of 2 MiB and more ask for transparent huge pages, MADV_HUGEPAGE (default 1)"},
+     "blocks of 2 MiB and more ask for transparent huge pages, MADV_HUGEPAGE (default 0)"},
 };
 #define OPTION_COUNT (sizeof table / sizeof table[0])
 
