@@ -7,7 +7,9 @@
  *
  * One lock guards it all. Thread heaps come here once per page (64 KiB or
  * more), not per block, so the lock is taken rarely; a lock also keeps
- * fork() simple (taken in prepare, released in parent and child).
+ * fork() simple (taken in prepare, released in parent and child). What the
+ * lock covers must not grow with the heap: a page allocation looks only
+ * at the chunks that have a free slice (arena.avail).
  */
 #include "internal.h"
 
@@ -18,6 +20,8 @@ uint8_t cv_chunk_map[MAP_SLOTS];
 static struct {
     pthread_mutex_t lock;
     chunk_t *chunks;             /* every chunk, newest first */
+    chunk_t *avail;              /* those with a free slice, newest first */
+    uint64_t chunk_seq;          /* chunks made so far */
     uint8_t *reserve_cur, *reserve_end;
     page_t *abandoned[CLASS_COUNT];
     uint8_t *meta_cur, *meta_end;
@@ -47,6 +51,39 @@ void cv_arena_set_large(uintptr_t slot_addr, unsigned kind) {
 
 /* ---- chunks ------------------------------------------------------------- */
 
+/* The list of chunks with a free slice keeps the age order of arena.chunks,
+ * so that a page allocation chooses as it would scanning every chunk. A
+ * chunk joins it when a slice of it is freed after it was full, near the
+ * head in a heap that churns in its newest chunks. Without it, a page
+ * allocation looked at every chunk under the lock: with 3 GiB of 4 KiB
+ * blocks, freeing and reallocating 1 MiB runs took 294 ns a block (75% of
+ * it in that scan) against 56 ns with 256 MiB (mimalloc: 64 and 55). */
+static void avail_insert(chunk_t *chunk) {
+    chunk_t *prev = NULL, *next = arena.avail;
+    while (next != NULL && next->seq > chunk->seq) {
+        prev = next;
+        next = next->avail_next;
+    }
+    chunk->avail_prev = prev;
+    chunk->avail_next = next;
+    if (next != NULL)
+        next->avail_prev = chunk;
+    if (prev != NULL)
+        prev->avail_next = chunk;
+    else
+        arena.avail = chunk;
+}
+
+static void avail_remove(chunk_t *chunk) {
+    if (chunk->avail_prev != NULL)
+        chunk->avail_prev->avail_next = chunk->avail_next;
+    else
+        arena.avail = chunk->avail_next;
+    if (chunk->avail_next != NULL)
+        chunk->avail_next->avail_prev = chunk->avail_prev;
+    chunk->avail_next = chunk->avail_prev = NULL;
+}
+
 static chunk_t *chunk_new(void) {
     if (arena.reserve_cur == arena.reserve_end) {
         size_t size = RESERVE_SIZE;
@@ -69,6 +106,8 @@ static chunk_t *chunk_new(void) {
     chunk->slices_resident = 1;
     chunk->next = arena.chunks;
     arena.chunks = chunk;
+    chunk->seq = ++arena.chunk_seq;
+    avail_insert(chunk); /* the newest: at the head */
     if (++cv_stats.chunks > cv_stats.chunks_peak)
         cv_stats.chunks_peak = cv_stats.chunks;
     map_set((uintptr_t)chunk, MAP_SMALL);
@@ -111,7 +150,7 @@ page_t *cv_arena_page_alloc(size_t slices) {
      * run found, newest chunk first. */
     chunk_t *chunk, *fallback = NULL;
     unsigned first = 0, fallback_first = 0;
-    for (chunk = arena.chunks; chunk != NULL; chunk = chunk->next) {
+    for (chunk = arena.avail; chunk != NULL; chunk = chunk->avail_next) {
         if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
             continue;
         first = find_run(chunk->slices_used | ~chunk->slices_dirty, n);
@@ -139,6 +178,8 @@ page_t *cv_arena_page_alloc(size_t slices) {
     demand_window(cv_os_now_ms());
     arena.demand_cur += n;
     chunk->slices_used |= mask;
+    if (chunk->slices_used == ~(uint64_t)0)
+        avail_remove(chunk);
     page_t *page = &chunk->pages[first];
     page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
     /* lazily freed slices taken back into use count as committed again */
@@ -181,6 +222,8 @@ void cv_arena_page_free_locked(page_t *page) {
             cv_msg_fatal("mprotect failed", guard, "debug=guards page guard", "free");
         page->guarded = false;
     }
+    if (chunk->slices_used == ~(uint64_t)0)
+        avail_insert(chunk);
     chunk->slices_used &= ~run_mask(first, n);
     arena.idle += n; /* slices in use are always resident */
     demand_window(now);
@@ -401,7 +444,9 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
             size_t lazy = (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident)
                           << SLICE_SHIFT;
             map_set((uintptr_t)chunk, MAP_NONE);
+            avail_remove(chunk);
             if (!cv_os_unmap(chunk, CHUNK_SIZE)) {
+                avail_insert(chunk);
                 map_set((uintptr_t)chunk, MAP_SMALL);
                 chunk->empty_since_ms = now; /* not again at every pass */
                 empty_kept++;

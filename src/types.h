@@ -165,6 +165,10 @@ typedef struct chunk {
     uint64_t slices_dirty;    /* may hold non-zero bytes (not zero-filled) */
     uint64_t slices_resident; /* touched and not purged since */
     struct chunk *next;       /* arena's list of chunks */
+    /* arena's list of chunks with a free slice, in the order of the list
+     * above (newest first); seq gives that order */
+    struct chunk *avail_next, *avail_prev;
+    uint64_t seq;
     uint64_t empty_since_ms;  /* when it last became wholly free and purged */
     uint64_t slice_freed_ms[SLICES_PER_CHUNK]; /* when each free slice was freed */
     uint8_t slice_class[SLICES_PER_CHUNK];     /* class that last used it (stats) */
