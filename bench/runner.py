@@ -137,6 +137,8 @@ WORKLOADS = [
              "blocks of 64 KiB..32 MiB allocated, memset and freed, T threads"),
     Workload("fragmentation", "c", False, 0.1, "fragmentation", [],
              "256 MiB of small blocks, 90% freed at random, then 100 MiB of other sizes"),
+    Workload("big_heap", "c", False, 0.05, "big_heap", [],
+             "1 GiB of 3.5..4 KiB blocks, then runs of 256 blocks freed and replaced at random"),
     Workload("phases", "c", False, 0.03, "phases", [],
              "grow to 1 GiB of small blocks, free 90% in long runs, pause 300 ms, regrow (3 rounds); "
              "mean resident memory", variants=["carve-dontneed", "carve-bg"], resident=True,
