@@ -856,6 +856,20 @@ TEST_F(CarvePurge, LargeCacheStaysBoundedAndTrimEmptiesIt) {
     const Stats s2;
     EXPECT_EQ(s2.s.large_cached, 0u) << "trim leaves cached large mappings";
     EXPECT_GE(s2.s.purged, s1.s.purged + s1.s.large_cached);
+
+    // One entry may not take more than 48 MiB of the cache: a freed 40 MiB
+    // block waits there, a 64 MiB one goes back at once.
+    for (size_t mib : {40, 64}) {
+        void *p = carve_malloc(mib * kMiB);
+        ASSERT_NE(p, nullptr);
+        carve_free(p);
+        const size_t cached = Stats().s.large_cached;
+        carve_malloc_trim(0);
+        if (mib == 40)
+            EXPECT_GE(cached, 40 * kMiB) << "a freed 40 MiB block is cached";
+        else
+            EXPECT_EQ(cached, 0u) << "a freed 64 MiB block is cached";
+    }
 }
 
 TEST_F(CarvePurge, LargeReallocUpTo64MiBAndBackKeepsTheContents) {
