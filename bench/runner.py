@@ -52,8 +52,10 @@ class Workload:
     of the real programs: 'python', 'gcc', 'sqlite'."""
 
     def __init__(self, name, kind, threaded, quick_scale, binary=None, extra=(), desc="", variants=(),
-                 resident=False, quick_extra=None):
+                 resident=False, quick_extra=None, thread_counts=None):
         self.name, self.kind, self.threaded = name, kind, threaded
+        # thread counts run when --threads is not given (default: the CPUs)
+        self.thread_counts = list(thread_counts) if thread_counts else None
         self.quick_scale, self.binary, self.extra, self.desc = quick_scale, binary, list(extra), desc
         # the arguments after THREADS SCALE under --quick (default: extra)
         self.quick_extra = self.extra if quick_extra is None else list(quick_extra)
@@ -123,6 +125,14 @@ WORKLOADS = [
              "single thread: malloc/free pairs of 16..128 bytes, then allocate-many-then-free-all"),
     Workload("larson", "c", True, 0.05, "larson", [],
              "T threads replace random slots of a shared array (16..1024 B): cross-thread frees"),
+    Workload("larson_server", "c", True, 0.05, "larson_server", [],
+             "the public Larson server benchmark's shape: main allocates the blocks, workers replace "
+             "their slots and hand them to a successor thread every 500k operations", thread_counts=[2, 4]),
+    Workload("larson_sized", "c", True, 0.05, "larson_sized", [],
+             "larson_server in C++: new char[] and sized operator delete[]", thread_counts=[2, 4]),
+    Workload("slot_exchange", "c", True, 0.05, "slot_exchange", [],
+             "T threads swap blocks of 16..1016 B through a shared array of slots (about (T-1)/T "
+             "of the frees remote)", thread_counts=[2, 4]),
     Workload("xmalloc", "c", True, 0.05, "xmalloc", [],
              "producers allocate, consumers free, through a locked ring (max(2,T) threads)"),
     Workload("cache_scratch", "c", True, 0.1, "cache", ["scratch"],
@@ -503,7 +513,8 @@ def check_results(cells, allocs, reference):
 def run_suite(args, workloads, allocs, thread_list, outdir):
     groups = []
     for w in workloads:
-        for t in (thread_list if w.threaded else [1]):
+        mine = w.thread_counts if w.thread_counts and not args.threads else thread_list
+        for t in (mine if w.threaded else [1]):
             groups.append((w, t))
     total = sum(len([a for a in allocs if a.runs(w)]) * args.runs for w, _ in groups)
     progress = Progress(total)
@@ -990,17 +1001,24 @@ def run_callgrind(args, allocs, outdir):
 # ---- main ------------------------------------------------------------------
 
 def compile_workloads():
-    """bench/src/*.c and bench/tools/spawn.c into bench/bin/, when stale."""
+    """bench/src/*.c, *.cc and bench/tools/spawn.c into bench/bin/, when stale."""
     os.makedirs(BIN, exist_ok=True)
     cc = os.environ.get("CC", "cc")
+    cxx = os.environ.get("CXX", "c++")
     common = os.path.join(SRC, "common.h")
-    sources = sorted(glob.glob(os.path.join(SRC, "*.c"))) + [os.path.join(BENCH, "tools", "spawn.c")]
+    sources = sorted(glob.glob(os.path.join(SRC, "*.c")) + glob.glob(os.path.join(SRC, "*.cc"))) + \
+        [os.path.join(BENCH, "tools", "spawn.c")]
     for src in sources:
-        name = os.path.splitext(os.path.basename(src))[0]
+        name, ext = os.path.splitext(os.path.basename(src))
         exe = os.path.join(BIN, name)
-        if os.path.exists(exe) and os.path.getmtime(exe) >= max(os.path.getmtime(src), os.path.getmtime(common)):
+        # a .cc workload may include a .c one of the same directory
+        deps = [src, common] + (glob.glob(os.path.join(SRC, "*.c")) if ext == ".cc" else [])
+        if os.path.exists(exe) and os.path.getmtime(exe) >= max(os.path.getmtime(d) for d in deps):
             continue
-        cmd = [cc, "-O2", "-pthread", "-o", exe, src]
+        if ext == ".cc":
+            cmd = [cxx, "-O2", "-fsized-deallocation", "-pthread", "-o", exe, src]
+        else:
+            cmd = [cc, "-O2", "-pthread", "-o", exe, src]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             sys.exit("bench: compiling %s failed:\n%s\n%s" % (src, " ".join(cmd), res.stderr))

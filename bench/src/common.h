@@ -145,7 +145,7 @@ static inline uint64_t tb_word(uint64_t v, size_t i) { return v + i * PATTERN_K;
 
 static UNUSED void *tb_new(size_t size, uint64_t seed)
 {
-    uint64_t *p = xmalloc(size), v = mix64(seed);
+    uint64_t *p = (uint64_t *)xmalloc(size), v = mix64(seed);
     size_t n = size / 8, i;
     p[0] = size;
     p[1] = seed;
@@ -159,7 +159,7 @@ static UNUSED void *tb_new(size_t size, uint64_t seed)
 /* Checks and frees a tagged block; returns its hash. */
 static UNUSED uint64_t tb_free(void *block, const char *what)
 {
-    uint64_t *p = block;
+    uint64_t *p = (uint64_t *)block;
     uint64_t size = p[0], seed = p[1], v = mix64(seed);
     size_t n = size / 8, i;
     if (size < 16 || size > ((uint64_t)1 << 34))
@@ -290,7 +290,7 @@ static UNUSED void report_malloc_provider(void)
  * jemalloc and mimalloc; 16 under glibc: random_sizes ran 35% faster). */
 static UNUSED void run_threads(int n, void *(*fn)(void *), void *args, size_t argsize)
 {
-    pthread_t *t = calloc((size_t)n, sizeof *t);
+    pthread_t *t = (pthread_t *)calloc((size_t)n, sizeof *t);
     int i, rc;
     if (t == NULL)
         die("calloc for %d threads failed", n);
