@@ -72,8 +72,9 @@ int carve_malloc_trim(size_t pad);
 struct carve_class_stats {
     size_t size;      /* block size of the class */
     size_t pages;     /* pages serving it now */
-    size_t live;      /* blocks allocated and not freed (remote frees count
-                         once their owner has collected them) */
+    size_t live;      /* blocks allocated and not freed (blocks in thread
+                         caches are free; frees handed to another thread's
+                         page count until that thread has collected them) */
     size_t mapped;    /* bytes of its pages */
     size_t committed; /* bytes of its pages touched so far */
     size_t purged;    /* bytes of freed pages of this class purged since start */

@@ -67,29 +67,13 @@ static CARVE_NOINLINE void free_not_owner(page_t *page, void *p, size_t size, co
         cv_heap_free_remote(page, p, func);
 }
 
-/* The free fast path: one map lookup for ownership, two loads for the page,
- * then a push on the page's free list when this thread owns it (LIFO: see
- * page.c). The
- * counter compare catches both "page now empty" and "page was full" (see
- * page_t.used). About 17 instructions.
- *
- * Two cheap checks ride along (release builds too). The test that keeps
- * the map lookup inside the table also rejects a pointer that is not
- * 8-aligned, which no block start is: same instruction count, a wider
- * constant. And a block that is already the head of the free list is being
- * freed twice in a row, the most common double free (glibc's "fasttop"
- * check): one compare with a value loaded anyway. Callgrind, malloc/free
- * pair with its loop (bench/bin/fastpath pairs): 83.8 instructions without
- * either, 83.8 with the alignment test, 85.8 with both (85.0 since the push
- * went to the free list). size is
- * free_sized()'s or CV_NO_SIZE; debug mode checks it. */
-static inline void do_free(void *p, size_t size, const char *func) {
+/* The owner's push onto the page's free list, for blocks that have no bin
+ * (classes above BIN_MAX_BLOCK) and when debug mode holds the bins off
+ * (LIFO: see page.c). The counter compare catches both "page now empty"
+ * and "page was full" (see page_t.used). A block that is already the head
+ * of the free list is being freed twice in a row. */
+static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) {
     uintptr_t a = (uintptr_t)p;
-    if (unlikely((a & ~(((uintptr_t)1 << ADDRESS_BITS) - 8)) != 0 ||
-                 __atomic_load_n(&cv_chunk_map[a >> CHUNK_SHIFT], __ATOMIC_RELAXED) != MAP_SMALL)) {
-        free_other(p, size, func);
-        return;
-    }
     page_t *page = cv_page_of(cv_chunk_of(a), a);
     block_t *b = p;
     if (likely(atomic_load_explicit(&page->owner, memory_order_relaxed) == cv_thread_id())) {
@@ -106,6 +90,43 @@ static inline void do_free(void *p, size_t size, const char *func) {
         return;
     }
     free_not_owner(page, p, size, func);
+}
+
+/* The free fast path: one map lookup for ownership, one byte of the chunk
+ * header for the block's bin, and a push of the pointer on this thread's
+ * bin, whoever's page the block is in (heap.c, "bins"): it touches neither
+ * the block nor its page's descriptor. The block that is already on top of
+ * the bin is being freed twice in a row, the most common double free
+ * (glibc's "fasttop" check): one compare, slot[-1] being NULL. A full bin
+ * gives half its blocks back to their pages first (cv_heap_bin_full).
+ *
+ * The test that keeps the map lookup inside the table also rejects a
+ * pointer that is not 8-aligned, which no block start is. size is
+ * free_sized()'s or CV_NO_SIZE; debug mode checks it. */
+static inline void do_free(void *p, size_t size, const char *func) {
+    uintptr_t a = (uintptr_t)p;
+    if (unlikely((a & ~(((uintptr_t)1 << ADDRESS_BITS) - 8)) != 0 ||
+                 __atomic_load_n(&cv_chunk_map[a >> CHUNK_SHIFT], __ATOMIC_RELAXED) != MAP_SMALL)) {
+        free_other(p, size, func);
+        return;
+    }
+    unsigned bin_idx = cv_chunk_of(a)->slice_bin[(a & CHUNK_MASK) >> SLICE_SHIFT];
+    heap_t *heap = cv_tl_heap;
+    bin_t *bin = &heap->bins[bin_idx];
+    uint32_t n = bin->count;
+    if (likely(n < bin->max)) {
+        if (unlikely(bin->slot[(int32_t)n - 1] == p)) {
+            cv_debug_double_free(NULL, p, func); /* does not return */
+            return;
+        }
+        bin->slot[n] = p;
+        CV_SET(bin->count, n + 1);
+        return;
+    }
+    if (bin->max != 0)
+        cv_heap_bin_full(heap, bin_idx, p, func);
+    else
+        free_to_page(p, size, func);
 }
 
 /* Usable size of a live block; aborts on a pointer that is not one. */

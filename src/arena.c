@@ -215,6 +215,7 @@ void cv_arena_page_free_locked(page_t *page) {
     uint64_t now = cv_os_now_ms();
     for (unsigned i = first; i < first + n; i++) {
         chunk->slice_page[i] = 0;
+        chunk->slice_bin[i] = 0;
         chunk->slice_freed_ms[i] = now;
         chunk->slice_class[i] = page->class_idx;
     }
@@ -531,6 +532,7 @@ void cv_arena_fork_child(void) {
 }
 
 /* ---- statistics --------------------------------------------------------- */
+
 /* Under the lock: every page in use (free slices map to pages[0]), in
  * address order. visit may free the page it is given: the later slices of
  * its run then no longer start a page. */

@@ -185,6 +185,8 @@ static const char *invalid_what(enum path path) {
 
 void cv_debug_double_free(const page_t *page, void *p, const char *func) {
     char detail[64];
+    if (page == NULL) /* from a bin: the block is a MAP_SMALL chunk's */
+        page = page_of((uintptr_t)p);
     cv_msg_format(detail, sizeof detail, "class %u bytes", page->block_size);
     cv_msg_fatal("double free", p, detail, func);
 }
@@ -372,6 +374,7 @@ static heap_t *debug_heap(void) {
     cv_tl_heap = &cv_heap_empty;
     heap->owner |= 1;
     heap->debug = true;
+    cv_heap_bins_off(heap);
     dbg_heap = heap;
     return heap;
 }

@@ -35,14 +35,20 @@ CARVE_TLS bool cv_tl_exited;
 
 extern pthread_key_t cv_heap_key;
 static heap_t *heap_pool; /* under the arena lock */
+static heap_t *heap_all;  /* pushed under the arena lock, read without */
+
+const heap_t *cv_heap_first(void) {
+    return __atomic_load_n(&heap_all, __ATOMIC_ACQUIRE);
+}
+
+static void bin_empty(heap_t *heap, bin_t *bin);
 
 /* ---- page queues -------------------------------------------------------- */
 
 /* Keep current[c] on the queue's first page, and move the pin (one extra
  * count in used, see page_t) with it. A page that loses the pin is empty
  * only when retire_idle gives it back (its caller frees it next); otherwise
- * it is leaving for the full list, with blocks in use. direct[c] follows,
- * unless foreign blocks go first (see below). */
+ * it is leaving for the full list, with blocks in use. direct[c] follows. */
 static void direct_update(heap_t *heap, page_queue_t *q) {
     if (q == &heap->full)
         return;
@@ -56,7 +62,7 @@ static void direct_update(heap_t *heap, page_queue_t *q) {
             CV_SET(now->used, now->used + 1);
         CV_SET(heap->current[c], now);
     }
-    heap->direct[c] = heap->foreign[c].free != NULL ? &heap->foreign[c] : now;
+    heap->direct[c] = now;
 }
 
 static void queue_remove(heap_t *heap, page_queue_t *q, page_t *page) {
@@ -213,6 +219,18 @@ static void retire_idle(heap_t *heap, unsigned skip) {
         uint64_t bit = (uint64_t)1 << c;
         if (c == skip)
             continue;
+        /* A bin that holds blocks is in use if it moved since the last
+         * check; if not, its blocks go back, and the class's page is
+         * looked at as any other. */
+        bin_t *bin = &heap->bins[c + 1];
+        if (bin->count != 0) {
+            if (bin->count != bin->seen) {
+                bin->seen = bin->count;
+                continue;
+            }
+            bin_empty(heap, bin);
+            bin->seen = 0;
+        }
         if (one_block_class(c) && !heap->debug && spare_bytes(heap, c) != 0) {
             if (spares_was & bit) {
                 retire_spares(heap, c);
@@ -229,7 +247,7 @@ static void retire_idle(heap_t *heap, unsigned skip) {
          * the fast path; the class's next malloc puts it back in
          * cv_heap_alloc_slow, without find_page (no arena trip, no count
          * towards the checks), and the second check retires the page only
-         * if nothing did. (A class served from foreign blocks is in use.) */
+         * if nothing did. */
         if ((was & bit) && heap->direct[c] == &cv_page_empty) {
             page_retire(heap, page); /* the pin moves on, to the next page or none */
             heap->idle_gone |= bit;
@@ -310,128 +328,152 @@ static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n
     }
 }
 
-/* ---- foreign blocks ----------------------------------------------------- */
+/* ---- bins ---------------------------------------------------------------- */
 /*
- * A block that this thread frees from another thread's page stays here, a
- * few per class, and this thread's next allocations of the class take it
- * before any block of its own pages: direct[c] points at foreign[c] while
- * that holds blocks, so the fast path pops it like a page's block. Why:
- * the freeing thread has just read the block, and its link write made the
- * first line this core's; handed back to the owner, every line the owner
- * then writes is a cache miss served from this core. In larson (each block
- * freed by a random thread) that miss, not the allocator's code, was most
- * of carve's time against jemalloc (whose thread caches keep remote frees
- * the same way). And a remote free kept here costs no atomic at all.
+ * Each heap keeps, per class up to BIN_MAX_BLOCK, a bin: a stack of
+ * pointers to free blocks, which malloc pops and free pushes, whichever
+ * thread's page a block is in. Why pointers and not the pages' free lists:
+ * a list's pop reads the link in the block it hands out and its push
+ * writes one into the block it takes, and a block freed long ago is cold:
+ * in larson_server (5,000 random blocks per thread) those two misses, the
+ * pop's on the path to the next pop, were most of malloc's and free's
+ * time. A bin touches neither the block nor its page's descriptor (free
+ * finds the bin in its chunk's slice_bin line). Why any thread's blocks:
+ * a block freed by another thread than its owner is reused here, in the
+ * core that just had it, for the cost of a local free (no atomic, no
+ * branch on the owner that the program's pattern can make unpredictable).
  *
- * A kept block stays counted in its page's used until it is freed to the
- * page, so pages need no change: a page never retires under a kept block,
- * whoever owns it by then. Blocks under a cache line are not kept: another
- * thread's objects would share the line with ours (passive false sharing,
- * bench cache_scratch). Big blocks are not kept either, and each class
- * keeps at most FOREIGN_BYTES: what is kept is memory that pages cannot
- * give back while it sits here (until the thread frees more of the class,
- * allocates it, exits, or calls malloc_trim).
+ * A block in a bin still counts in its page's used (it is not free to the
+ * page), so no page retires under it, whoever owns the page. A full bin
+ * gives its older half back (bin_flush): the owner's own blocks onto their
+ * pages' free lists, the others with one CAS per run of blocks of one
+ * page; an empty one takes up to half its size from the current page
+ * (bin_refill). All of a heap's bins go back when its thread exits, at
+ * malloc_trim, and a bin that did not move between two idle checks
+ * (retire_idle) goes back whole, so that the pages under an unused class
+ * can empty and retire.
  */
-#define FOREIGN_MIN_BLOCK 64
-#define FOREIGN_MAX_BLOCK 16384
-#define FOREIGN_BYTES 32768
-#define FOREIGN_MAX_COUNT 128
 
-static uint32_t foreign_limit(uint32_t block_size) {
-    if (block_size < FOREIGN_MIN_BLOCK || block_size > FOREIGN_MAX_BLOCK)
+static uint32_t bin_max(unsigned c) {
+    uint32_t size = cv_class_size[c];
+    if (size > BIN_MAX_BLOCK)
         return 0;
-    uint32_t n = FOREIGN_BYTES / block_size;
-    return n < FOREIGN_MAX_COUNT ? n : FOREIGN_MAX_COUNT; /* >= 2 */
+    uint32_t n = BIN_BYTES / size;
+    return n < BIN_MIN ? BIN_MIN : n > BIN_MAX ? BIN_MAX : n;
 }
 
-static void foreign_init(page_t *f, unsigned c) {
-    f->free = f->local_free = NULL;
-    f->used = f->capacity = 0;
-    f->block_size = cv_class_size[c];
-    f->reserved = foreign_limit(f->block_size);
-    f->class_idx = (uint8_t)c;
-    f->free_is_zero = false;
-    f->memory_is_zero = false;
-    f->debug = false;
+/* Lays the bins' stacks out in heap->slots, each after a NULL sentinel. */
+static void bins_init(heap_t *heap) {
+    unsigned at = 0;
+    heap->bins[0] = (bin_t){0, 0, NULL, 0};
+    for (unsigned c = 0; c < CLASS_COUNT; c++) {
+        uint32_t max = bin_max(c);
+        CV_ASSERT(at + 1 + max <= BIN_SLOTS);
+        if (at + 1 + max > BIN_SLOTS) /* BIN_SLOTS too small: no bin */
+            max = 0;
+        heap->slots[at] = NULL; /* slot[-1] */
+        heap->bins[c + 1] = (bin_t){0, max, &heap->slots[at + 1], 0};
+        at += 1 + max;
+    }
 }
 
-/* Blocks kept: pushes count in capacity, the fast path's pops in used. */
-static uint32_t foreign_count(const page_t *f) {
-    return f->capacity - f->used;
+/* Debug heaps keep no bins: their blocks carry canaries and trailers
+ * that debug.c checks block by block. */
+void cv_heap_bins_off(heap_t *heap) {
+    for (unsigned c = 0; c <= CLASS_COUNT; c++)
+        heap->bins[c].max = 0;
 }
 
-static page_t *block_page(block_t *b) {
+static page_t *block_page(const void *b) {
     uintptr_t a = (uintptr_t)b;
     return cv_page_of(cv_chunk_of(a), a);
 }
 
-/* Give a list of kept blocks back to their pages: one CAS for each run of
- * blocks of one page (frees in allocation order often come in such runs,
- * as a consumer frees what one producer carved). */
-static void foreign_flush(block_t *b) {
-    while (b != NULL) {
+/* Gives n blocks back to their pages. The owner's go onto their pages' free
+ * lists as its free would put them; runs of other pages' blocks are linked
+ * and pushed with one CAS per run (blocks freed in allocation order often
+ * come in such runs, as a consumer frees what one producer carved). */
+static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
+    uint32_t i = 0;
+    while (i < n) {
+        block_t *b = slot[i];
         page_t *page = block_page(b);
-        block_t *last = b;
-        uintptr_t n = 1;
-        while (last->next != NULL && block_page(last->next) == page) {
-            last = last->next;
-            n++;
-        }
-        block_t *next = last->next; /* push_remote rewrites last->next */
-        push_remote(page, b, last, n);
-        b = next;
-    }
-}
-
-/* The class holds more than its limit: keep the newest half (the ones
- * most likely still in this core's cache), give the rest back. */
-static CARVE_NOINLINE void foreign_trim(page_t *f) {
-    uint32_t keep = f->reserved / 2;
-    block_t *cut = f->free;
-    for (uint32_t i = 1; i < keep; i++)
-        cut = cut->next;
-    block_t *rest = cut->next;
-    cut->next = NULL;
-    f->capacity = f->used + keep;
-    foreign_flush(rest);
-}
-
-static void foreign_flush_all(heap_t *heap) {
-    for (unsigned c = 0; c < CLASS_COUNT; c++) {
-        page_t *f = &heap->foreign[c];
-        block_t *list = f->free;
-        if (list == NULL)
+        /* free took b on its chunk's word alone: an interior pointer stops
+         * here, before it reaches a page's lists */
+        if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
+            cv_msg_fatal("invalid free", b, "not the start of a block", "free");
+        if (atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner) {
+            b->next = page->free;
+            page->free = b;
+            page->free_is_zero = false;
+            if (cv_page_unuse(page))
+                cv_heap_free_local_slow(page);
+            i++;
             continue;
-        f->free = NULL;
-        f->capacity = f->used;
-        heap->direct[c] = heap->current[c];
-        foreign_flush(list);
+        }
+        block_t *last = b;
+        uintptr_t count = 1;
+        while (++i < n && block_page(slot[i]) == page && cv_page_is_block(page, (uintptr_t)slot[i])) {
+            last->next = slot[i];
+            last = slot[i];
+            count++;
+        }
+        push_remote(page, b, last, count);
     }
 }
 
-/* Another thread's block (or a page's with no owner), freed by this thread:
- * kept for reuse when its class is kept, this thread allocates the class
- * itself (it has a current page: a pure consumer, as in xmalloc, would only
- * hold the blocks and then walk them to give them back, 25% slower there),
- * is not in debug mode, and the page has an owner (an abandoned page wants
- * its blocks back, to be freed whole); else one CAS onto thread_free. */
+/* The bin of bin_idx is full: its older half goes back, then p goes on. */
+void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func) {
+    bin_t *bin = &heap->bins[bin_idx];
+    uint32_t keep = bin->max / 2, out = bin->count - keep;
+    if (unlikely(bin->slot[bin->count - 1] == p))
+        cv_msg_fatal("double free", p, "freed twice in a row", func);
+    bin_flush(heap, bin->slot, out);
+    memmove(bin->slot, bin->slot + out, keep * sizeof(void *));
+    bin->slot[keep] = p;
+    CV_SET(bin->count, keep + 1);
+}
+
+static void bin_empty(heap_t *heap, bin_t *bin) {
+    uint32_t n = bin->count;
+    CV_SET(bin->count, 0);
+    bin_flush(heap, bin->slot, n);
+}
+
+static void bins_empty(heap_t *heap) {
+    for (unsigned c = 1; c <= CLASS_COUNT; c++)
+        if (heap->bins[c].count != 0)
+            bin_empty(heap, &heap->bins[c]);
+}
+
+/* The bin is empty and page has a free block: take up to half the bin's
+ * size from the page, and hand out the first. The page's free list order
+ * is kept (its first block is popped first), so that a fresh page is
+ * handed out in address order. */
+static void *bin_refill(bin_t *bin, page_t *page) {
+    uint32_t want = bin->max / 2, n = 0;
+    block_t *b = page->free;
+    void *first = b;
+    for (b = b->next; b != NULL && n + 1 < want; b = b->next)
+        n++;
+    /* n blocks after the first go in, the last popped deepest */
+    block_t *walk = ((block_t *)first)->next;
+    for (uint32_t i = n; i > 0; i--) {
+        bin->slot[i - 1] = walk;
+        walk = walk->next;
+    }
+    page->free = walk;
+    CV_SET(page->used, page->used + n + 1);
+    CV_SET(bin->count, n);
+    return first;
+}
+
+/* Another thread's block (or a page's with no owner), freed by this thread
+ * outside the bins (no bin for its class, or debug mode): one CAS onto the
+ * page's thread_free. */
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func) {
     if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
         cv_msg_fatal("invalid free", b, "not the start of a block", func);
-    heap_t *heap = cv_tl_heap;
-    unsigned c = page->class_idx;
-    page_t *f = &heap->foreign[c];
-    if (likely(f->reserved != 0) && heap->current[c] != &cv_page_empty &&
-        likely(!page->debug && cv_options.debug == 0) &&
-        likely(atomic_load_explicit(&page->owner, memory_order_relaxed) != 0)) {
-        b->next = f->free;
-        f->free = b;
-        heap->direct[c] = f;
-        f->capacity++;
-        if (unlikely(foreign_count(f) > f->reserved))
-            foreign_trim(f);
-        return;
-    }
     push_remote(page, b, b, 1);
 }
 
@@ -546,19 +588,23 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
         return cv_heap_alloc(heap, size, zero);
     }
     unsigned c = cv_size_class(size);
-    /* The fast path missed: foreign blocks (if direct[c] was theirs) ran
-     * out, or retire_idle took the current page off the fast path, and the
-     * current page may still have blocks. */
-    page_t *page = &heap->foreign[c];
-    if (page->free == NULL) {
-        heap->direct[c] = page = heap->current[c];
-        if (page->free == NULL)
-            page = find_page(heap, c);
+    bin_t *bin = &heap->bins[c + 1];
+    if (!zero && bin->count != 0) { /* from cv_heap_alloc, not the entry points */
+        CV_SET(bin->count, bin->count - 1);
+        return bin->slot[bin->count];
     }
+    /* The bin is empty (malloc), or the page ran dry (calloc), or
+     * retire_idle took the current page off the fast path and it may still
+     * have blocks. */
+    page_t *page = heap->direct[c] = heap->current[c];
+    if (page->free == NULL)
+        page = find_page(heap, c);
     if (unlikely(page == NULL)) {
         errno = ENOMEM;
         return NULL;
     }
+    if (!zero && bin->max != 0)
+        return bin_refill(bin, page);
     return cv_page_pop(page, zero);
 }
 
@@ -580,12 +626,18 @@ heap_t *cv_heap_get_slow(void) {
         heap = cv_arena_meta_alloc(sizeof(heap_t));
         if (heap == NULL)
             return NULL;
+        bins_init(heap);
+        cv_arena_lock();
+        heap->next_all = heap_all;
+        __atomic_store_n(&heap_all, heap, __ATOMIC_RELEASE);
+        cv_arena_unlock();
     }
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         heap->direct[c] = &cv_page_empty;
         CV_SET(heap->current[c], &cv_page_empty);
         heap->queues[c].first = heap->queues[c].last = NULL;
-        foreign_init(&heap->foreign[c], c);
+        heap->bins[c + 1].max = bin_max(c); /* a debug heap had none */
+        heap->bins[c + 1].seen = 0;
     }
     heap->full.first = heap->full.last = NULL;
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
@@ -667,7 +719,7 @@ void cv_heap_trim(void) {
     heap_t *heap = cv_tl_heap;
     if (heap == &cv_heap_empty)
         return;
-    foreign_flush_all(heap);
+    bins_empty(heap);
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         page_t *page = heap->current[c];
         if (page == &cv_page_empty)
@@ -707,8 +759,8 @@ void cv_heap_thread_done(void *arg) {
  * through a heap given back at once (alloc_exited, debug.c) succeeded. */
 void cv_heap_release(heap_t *heap) {
     int saved = errno;
-    /* before the lock: a kept block of an abandoned page takes it */
-    foreign_flush_all(heap);
+    /* before the lock: a block of an abandoned page takes it */
+    bins_empty(heap);
     cv_arena_lock();
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         if (heap->current[c] != &cv_page_empty)

@@ -159,6 +159,9 @@ extern CARVE_TLS heap_t *cv_tl_heap;
 extern CARVE_TLS bool cv_tl_exited;
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero);
+void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func);
+const heap_t *cv_heap_first(void); /* every heap ever made, via next_all */
+void cv_heap_bins_off(heap_t *heap);
 void cv_heap_free_local_slow(page_t *page);
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
@@ -203,15 +206,28 @@ CARVE_INLINE bool cv_page_unuse(page_t *page) {
     return unlikely(used - 1u >= PAGE_IN_FULL - 1u);
 }
 
-/* The allocation fast path: pop the class's current page. The empty heap's
- * pages all have NULL free lists, so the first call of a thread (and of the
- * process) falls into the slow path, which sets everything up. */
+/* The allocation fast path: malloc pops the class's bin, a stack of
+ * pointers, so that it reads nothing of the block it hands out; calloc,
+ * which writes the block anyway and skips that on never-touched memory,
+ * pops the class's current page. The empty heap's bins and pages are all
+ * empty, so the first call of a thread (and of the process) falls into the
+ * slow path, which sets everything up. zero is a constant at every call. */
 CARVE_INLINE void *cv_heap_alloc_with(heap_t *heap, size_t size, bool zero,
                                       void *(*slow)(heap_t *, size_t, bool)) {
     if (likely(size <= SMALL_MAX)) {
-        page_t *page = heap->direct[cv_size_class(size)];
-        if (likely(page->free != NULL))
-            return cv_page_pop(page, zero);
+        unsigned c = cv_size_class(size);
+        if (!zero) {
+            bin_t *bin = &heap->bins[c + 1];
+            uint32_t n = bin->count;
+            if (likely(n != 0)) {
+                CV_SET(bin->count, n - 1);
+                return bin->slot[n - 1];
+            }
+        } else {
+            page_t *page = heap->direct[c];
+            if (likely(page->free != NULL))
+                return cv_page_pop(page, zero);
+        }
     }
     return slow(heap, size, zero);
 }

@@ -42,6 +42,11 @@ void cv_page_init(page_t *page, unsigned class_idx, heap_t *heap) {
     page->free = page->local_free = NULL;
     page->free_is_zero = false;
     page->debug = heap->debug;
+    /* Debug pages' blocks never go to a bin (see chunk_t.slice_bin). */
+    chunk_t *chunk = cv_chunk_of((uintptr_t)page);
+    unsigned first = (unsigned)(page - chunk->pages);
+    for (unsigned i = first; i < first + page->slice_count; i++)
+        chunk->slice_bin[i] = heap->debug ? 0 : (uint8_t)(class_idx + 1);
     page->next = page->prev = NULL;
     atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
     atomic_store_explicit(&page->heap, heap, memory_order_release);

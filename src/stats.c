@@ -30,8 +30,7 @@ static void count_page(page_t *page, void *arg) {
     uint32_t live = CV_PEEK(page->used) & ~PAGE_IN_FULL;
     heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
     if (heap != NULL && CV_PEEK(heap->current[c]) == page && live > 0)
-        live--; /* the current page's pin (blocks kept by other threads'
-                   foreign lists still count: they are not free to the page) */
+        live--; /* the current page's pin (blocks in bins: count_bins) */
     t->live[c] += live;
     t->carved[c] += CV_PEEK(page->capacity);
     if (page->state == PAGE_ABANDONED)
@@ -46,10 +45,22 @@ static void count_arena(class_totals_t *t) {
     t->small_purged = cv_stats.small_purged;
 }
 
+/* Blocks in thread heaps' bins count in their pages' used but are free:
+ * take them off. Another thread's bins are read as they are at that
+ * moment (relaxed loads), the calling thread's exactly. */
+static void count_bins(class_totals_t *t) {
+    for (const heap_t *h = cv_heap_first(); h != NULL; h = h->next_all)
+        for (unsigned c = 0; c < CLASS_COUNT; c++) {
+            size_t n = CV_PEEK(h->bins[c + 1].count);
+            t->live[c] -= n < t->live[c] ? n : t->live[c];
+        }
+}
+
 static void totals(class_totals_t *t) {
     memset(t, 0, sizeof *t);
     cv_arena_lock();
     cv_arena_each_page_locked(count_page, t);
+    count_bins(t);
     count_arena(t);
     cv_arena_unlock();
 }

@@ -161,6 +161,12 @@ typedef struct chunk {
     /* slice -> first slice of the page covering it (0 for free slices and
      * for the header slice: pages[0] is the never-allocating dummy page) */
     uint8_t slice_page[SLICES_PER_CHUNK];
+    /* slice -> the bin that free puts its blocks in: class + 1 for a page
+     * whose blocks may go to any thread's bins, 0 (no bin: the slow path
+     * decides) for free slices, the header and debug pages. A line of its
+     * own, written only when a page is set up or given back, so that the
+     * free fast path reads no page descriptor (heap.c, "bins"). */
+    uint8_t slice_bin[SLICES_PER_CHUNK];
     uint64_t slices_used;     /* bit per slice in a page (bit 0: header) */
     uint64_t slices_dirty;    /* may hold non-zero bytes (not zero-filled) */
     uint64_t slices_resident; /* touched and not purged since */
@@ -201,14 +207,38 @@ typedef struct page_queue {
     page_t *first, *last;
 } page_queue_t;
 
+/* A bin: a stack of free blocks of one class, any page's, any thread's
+ * (heap.c, "bins"). slot[-1] is a NULL sentinel, so that the double-free
+ * test against the top needs no "empty?" test. count and max are written
+ * by the owner only; count with CV_SET, since statistics read it. */
+typedef struct bin {
+    uint32_t count;
+    uint32_t max;  /* 0: the class has no bin (and the sentinel bins[0]) */
+    void **slot;
+    uint32_t seen; /* count at the last idle check (retire_idle) */
+} bin_t;
+
+/* Bins hold up to BIN_BYTES of blocks per class, and between BIN_MIN and
+ * BIN_MAX of them; classes above BIN_MAX_BLOCK have none (their blocks go
+ * straight to their pages). BIN_SLOTS: all the classes' max plus a
+ * sentinel each, checked in heap.c. */
+#define BIN_BYTES 32768
+#define BIN_MIN 4
+#define BIN_MAX 64
+#define BIN_MAX_BLOCK 16384
+#define BIN_SLOTS 2048
+
 typedef struct heap {
-    /* Fast path: direct[c] is the page malloc tries first for class c, or
-     * the shared empty page, whose free list is always NULL. */
+    /* Fast path: bins[c + 1] is class c's bin (bins[0]: no bin, max 0, for
+     * the slice_bin value 0); direct[c] is the page that calloc pops and
+     * bins refill from, or the shared empty page, whose free list is
+     * always NULL. */
+    bin_t bins[CLASS_COUNT + 1];
     page_t *direct[CLASS_COUNT];
     uintptr_t owner;                 /* thread id of the owner */
     /* current[c]: the first page of queues[c] (or the empty page), which
-     * holds the pin (see page_t.used). direct[c] is current[c], or
-     * &foreign[c] while that has blocks. */
+     * holds the pin (see page_t.used); direct[c] is current[c], or the
+     * empty page while retire_idle watches it. */
     page_t *current[CLASS_COUNT];
     page_queue_t queues[CLASS_COUNT];
     page_queue_t full;               /* pages with no free block left */
@@ -219,14 +249,9 @@ typedef struct heap {
     uint64_t idle_spares;            /* bit c: queues[c] held spares then */
     uint64_t idle_gone;              /* bit c: retire_idle gave a page of c back */
     struct heap *next_free;          /* heap pool */
+    struct heap *next_all;           /* every heap ever made (statistics) */
     bool debug;                      /* debug.c's: its pages are debug pages */
-    /* Blocks of other threads' pages that this thread freed, kept for its
-     * own next allocations of the class (heap.c, "foreign blocks"). Not
-     * pages: only free, used, block_size and free_is_zero mean what they
-     * do in a page, so that the fast path pops them as from any page;
-     * capacity counts the blocks, reserved is the most it keeps (0: the
-     * class is never kept). */
-    page_t foreign[CLASS_COUNT];
+    void *slots[BIN_SLOTS];          /* the bins' stacks, one after another */
 } heap_t;
 
 #endif /* CARVE_TYPES_H */
