@@ -79,6 +79,14 @@ struct carve_class_stats {
     size_t committed; /* bytes of its pages touched so far */
     size_t purged;    /* bytes of freed pages of this class purged since start */
 };
+/* carve's locks: how often each was taken, and how often a thread found it
+ * held by another and waited. */
+#define CARVE_STATS_LOCKS 4
+struct carve_lock_stats {
+    const char *name; /* "arena", "large cache", "debug quarantine" */
+    size_t acquired;
+    size_t contended;
+};
 struct carve_stats {
     size_t mapped;          /* chunks and large mappings (address space) */
     size_t committed;       /* touched and not purged: small slices + large */
@@ -94,6 +102,8 @@ struct carve_stats {
     size_t cgroup_limit;    /* the memory limit carve adapts to, 0 if none */
     size_t class_count;     /* entries used in classes[] */
     struct carve_class_stats classes[CARVE_STATS_CLASSES];
+    size_t lock_count;      /* entries used in locks[] */
+    struct carve_lock_stats locks[CARVE_STATS_LOCKS];
 };
 void carve_stats_read(struct carve_stats *stats);
 

@@ -18,7 +18,7 @@
 uint8_t cv_chunk_map[MAP_SLOTS];
 
 static struct {
-    pthread_mutex_t lock;
+    cv_lock_t lock;
     chunk_t *chunks;             /* every chunk, newest first */
     chunk_t *avail;              /* those with a free slice, newest first */
     uint64_t chunk_seq;          /* chunks made so far */
@@ -31,14 +31,14 @@ static struct {
     size_t idle;
     size_t demand_cur, demand_prev;
     uint64_t window_ms;
-} arena = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} arena = {.lock = CV_LOCK_INIT};
 
 void cv_arena_lock(void) {
-    pthread_mutex_lock(&arena.lock);
+    cv_lock_take(&arena.lock);
 }
 
 void cv_arena_unlock(void) {
-    pthread_mutex_unlock(&arena.lock);
+    cv_lock_give(&arena.lock);
 }
 
 static void map_set(uintptr_t a, unsigned kind) {
@@ -532,6 +532,9 @@ void cv_arena_fork_child(void) {
 }
 
 /* ---- statistics --------------------------------------------------------- */
+const cv_lock_t *cv_arena_lock_stats(void) {
+    return &arena.lock;
+}
 
 /* Under the lock: every page in use (free slices map to pages[0]), in
  * address order. visit may free the page it is given: the later slices of

@@ -575,12 +575,16 @@ static void map_unmap(dmap_t *h) {
  * never held while anything else is done. */
 
 static struct {
-    pthread_mutex_t lock;
+    cv_lock_t lock;
     uintptr_t *ring;
     size_t cap, head, count;
     size_t bytes, maps, space; /* space: address space of the mappings held */
     bool tried;
-} quar = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} quar = {.lock = CV_LOCK_INIT};
+
+const cv_lock_t *cv_debug_lock_stats(void) {
+    return &quar.lock;
+}
 
 static bool entry_is_map(uintptr_t e) {
     return cv_map_kind(e) == MAP_DEBUG;
@@ -640,7 +644,7 @@ static void quarantine(uintptr_t e, const char *func) {
         return;
     }
     for (;;) {
-        pthread_mutex_lock(&quar.lock);
+        cv_lock_take(&quar.lock);
         if (!quar.tried) {
             quar.tried = true;
             size_t cap = limit / 16; /* SIZE_MAX: the most */
@@ -649,7 +653,7 @@ static void quarantine(uintptr_t e, const char *func) {
             quar.cap = quar.ring != NULL ? cap : 0;
         }
         if (quar.cap == 0) {
-            pthread_mutex_unlock(&quar.lock);
+            cv_lock_give(&quar.lock);
             release_entry(e, func);
             return;
         }
@@ -660,7 +664,7 @@ static void quarantine(uintptr_t e, const char *func) {
             quar.bytes += charge;
             quar.maps += is_map;
             quar.space += space;
-            pthread_mutex_unlock(&quar.lock);
+            cv_lock_give(&quar.lock);
             return;
         }
         uintptr_t old = quar.ring[quar.head];
@@ -669,35 +673,35 @@ static void quarantine(uintptr_t e, const char *func) {
         quar.bytes -= entry_charge(old);
         quar.maps -= entry_is_map(old);
         quar.space -= entry_space(old);
-        pthread_mutex_unlock(&quar.lock);
+        cv_lock_give(&quar.lock);
         release_entry(old, func);
     }
 }
 
 void cv_debug_fork_prepare(void) {
-    pthread_mutex_lock(&quar.lock);
+    cv_lock_take(&quar.lock);
 }
 
 void cv_debug_fork_parent(void) {
-    pthread_mutex_unlock(&quar.lock);
+    cv_lock_give(&quar.lock);
 }
 
 void cv_debug_fork_child(void) {
-    pthread_mutex_unlock(&quar.lock);
+    cv_lock_give(&quar.lock);
 }
 
 /* At exit, a last look at the poison of what waits in the quarantine. */
 __attribute__((destructor)) static void quarantine_check_at_exit(void) {
     if (!(cv_options.debug & DEBUG_JUNK) || quar.cap == 0)
         return;
-    pthread_mutex_lock(&quar.lock);
+    cv_lock_take(&quar.lock);
     for (size_t i = 0; i < quar.count; i++) {
         uintptr_t e = quar.ring[(quar.head + i) % quar.cap];
         if (entry_is_map(e))
             continue;
         check_poison(e, page_of(e)->block_size, "exit");
     }
-    pthread_mutex_unlock(&quar.lock);
+    cv_lock_give(&quar.lock);
 }
 
 /* ---- looking up a block ------------------------------------------------------------- */

@@ -34,6 +34,9 @@ __attribute__((noreturn, cold)) void cv_debug_bad_pointer(void *p, const char *w
                                                           const char *func);
 __attribute__((cold)) void cv_debug_double_free(const page_t *page, void *p, const char *func);
 
+/* The quarantine's lock, for statistics. */
+const cv_lock_t *cv_debug_lock_stats(void);
+
 /* init.c's fork handlers: the quarantine's lock. */
 void cv_debug_fork_prepare(void);
 void cv_debug_fork_parent(void);

@@ -67,6 +67,21 @@ CARVE_INLINE uintptr_t cv_thread_id(void) {
 #endif
 }
 
+/* ---- locks -------------------------------------------------------------- */
+/* A try first: an uncontended take costs what pthread_mutex_lock does, and
+ * a contended one is counted before it waits. */
+CARVE_INLINE void cv_lock_take(cv_lock_t *l) {
+    if (unlikely(pthread_mutex_trylock(&l->mutex) != 0)) {
+        atomic_fetch_add_explicit(&l->contended, 1, memory_order_relaxed);
+        pthread_mutex_lock(&l->mutex);
+    }
+    CV_SET(l->acquired, l->acquired + 1);
+}
+
+CARVE_INLINE void cv_lock_give(cv_lock_t *l) {
+    pthread_mutex_unlock(&l->mutex);
+}
+
 /* ---- msg.c: formatted output that never allocates ---------------------- */
 /* Formats %s %d %u %zu %zx %p %c into buf (always NUL-terminated). */
 size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...)
@@ -139,6 +154,7 @@ void cv_arena_fork_prepare(void);
 void cv_arena_fork_parent(void);
 void cv_arena_fork_child(void);
 void cv_arena_set_large(uintptr_t slot_addr, unsigned kind);
+const cv_lock_t *cv_arena_lock_stats(void);
 void cv_arena_each_page_locked(void (*visit)(page_t *page, void *arg), void *arg);
 
 /* ---- page.c ------------------------------------------------------------ */
@@ -250,6 +266,7 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
 void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
+const cv_lock_t *cv_large_lock_stats(void);
 CARVE_INLINE size_t cv_large_usable(const large_t *h) {
     return h->size - h->offset;
 }

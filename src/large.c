@@ -118,10 +118,10 @@ typedef struct entry {
 } entry_t;
 
 static struct {
-    pthread_mutex_t lock;
+    cv_lock_t lock;
     entry_t slot[CACHE_SLOTS];
     size_t bytes;      /* all entries: what CACHE_MAX_BYTES bounds */
-} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} cache = {.lock = CV_LOCK_INIT};
 
 /* Resident entries count as large_cached (committed memory), lazy ones as
  * large_lazy (purged, but charged to the cgroup until reclaimed). */
@@ -225,12 +225,12 @@ static large_t *cache_take(size_t map_size) {
     /* a peek without the lock: a miss only costs a fresh mapping */
     if (cache_empty())
         return NULL;
-    pthread_mutex_lock(&cache.lock);
+    cv_lock_take(&cache.lock);
     unsigned i = cache_choose(map_size);
     entry_t e = {0};
     if (i != CACHE_SLOTS)
         e = cache_remove(i);
-    pthread_mutex_unlock(&cache.lock);
+    cv_lock_give(&cache.lock);
     if (e.base == NULL)
         return NULL;
     large_t *h = (large_t *)e.base;
@@ -293,7 +293,7 @@ static bool cache_keep(entry_t e) {
         return false;
     entry_t evicted[CACHE_SLOTS];
     unsigned n = 0, free_slot = CACHE_SLOTS;
-    pthread_mutex_lock(&cache.lock);
+    cv_lock_take(&cache.lock);
     for (;;) {
         for (unsigned i = 0; i < CACHE_SLOTS && free_slot == CACHE_SLOTS; i++) {
             if (cache.slot[i].base == NULL)
@@ -313,7 +313,7 @@ static bool cache_keep(entry_t e) {
         cache.bytes += e.size;
         cache_account(&e, true);
     }
-    pthread_mutex_unlock(&cache.lock);
+    cv_lock_give(&cache.lock);
     for (unsigned i = 0; i < n; i++)
         cv_os_unmap(evicted[i].base, evicted[i].size);
     return free_slot != CACHE_SLOTS;
@@ -337,7 +337,7 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         return 0;
     entry_t due[CACHE_SLOTS];
     unsigned n = 0;
-    pthread_mutex_lock(&cache.lock);
+    cv_lock_take(&cache.lock);
     for (unsigned i = 0; i < CACHE_SLOTS; i++) {
         const entry_t *e = &cache.slot[i];
         if (e->base == NULL || e->freed_ms + decay_ms > now)
@@ -345,7 +345,7 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         if (dontneed || !e->lazy || e->freed_ms + decay_ms + LAZY_KEEP_MS <= now)
             due[n++] = cache_remove(i);
     }
-    pthread_mutex_unlock(&cache.lock);
+    cv_lock_give(&cache.lock);
     size_t bytes = 0, purged = 0;
     for (unsigned i = 0; i < n; i++) {
         entry_t e = due[i];
@@ -365,16 +365,20 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
     return bytes;
 }
 
+const cv_lock_t *cv_large_lock_stats(void) {
+    return &cache.lock;
+}
+
 void cv_large_fork_prepare(void) {
-    pthread_mutex_lock(&cache.lock);
+    cv_lock_take(&cache.lock);
 }
 
 void cv_large_fork_parent(void) {
-    pthread_mutex_unlock(&cache.lock);
+    cv_lock_give(&cache.lock);
 }
 
 void cv_large_fork_child(void) {
-    pthread_mutex_unlock(&cache.lock);
+    cv_lock_give(&cache.lock);
 }
 
 bool cv_large_trim(void) {

@@ -5,6 +5,7 @@
  * live until its owner collects it.
  */
 #include "internal.h"
+#include "debug.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -94,6 +95,21 @@ static void read_with(struct carve_stats *st, class_totals_t *t) {
     st->lazy = atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
                atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
     st->cgroup_limit = cv_purge_limit();
+    const struct {
+        const char *name;
+        const cv_lock_t *lock;
+    } locks[] = {
+        {"arena", cv_arena_lock_stats()},
+        {"large cache", cv_large_lock_stats()},
+        {"debug quarantine", cv_debug_lock_stats()},
+    };
+    _Static_assert(sizeof locks / sizeof locks[0] <= CARVE_STATS_LOCKS, "locks[] of carve_stats");
+    st->lock_count = sizeof locks / sizeof locks[0];
+    for (size_t i = 0; i < st->lock_count; i++) {
+        st->locks[i].name = locks[i].name;
+        st->locks[i].acquired = CV_PEEK(locks[i].lock->acquired);
+        st->locks[i].contended = atomic_load_explicit(&locks[i].lock->contended, memory_order_relaxed);
+    }
 }
 
 void cv_stats_read(struct carve_stats *st) {
@@ -207,4 +223,7 @@ void cv_stats_print(void) {
     if (st.cgroup_limit)
         cv_msg_print(", cgroup limit %zu bytes", st.cgroup_limit);
     cv_msg_print("\n");
+    for (size_t i = 0; i < st.lock_count; i++)
+        cv_msg_print("lock %s: taken %zu times, %zu of them contended\n", st.locks[i].name,
+                     st.locks[i].acquired, st.locks[i].contended);
 }

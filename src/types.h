@@ -49,6 +49,16 @@ static const bool config_debug = false;
 #define CARVE_INLINE static inline __attribute__((always_inline))
 #define CARVE_TLS __thread __attribute__((tls_model("initial-exec")))
 
+/* ---- locks -------------------------------------------------------------- */
+/* A mutex that counts how often it was taken and how often it was found
+ * held (internal.h, cv_lock_take; statistics report both per lock). */
+typedef struct cv_lock {
+    pthread_mutex_t mutex;
+    size_t acquired;          /* written under the lock; read with CV_PEEK */
+    _Atomic size_t contended; /* takes that had to wait */
+} cv_lock_t;
+#define CV_LOCK_INIT {.mutex = PTHREAD_MUTEX_INITIALIZER}
+
 /* ---- geometry ----------------------------------------------------------- */
 #define CARVE_PAGE 4096u                     /* kernel page; checked at init */
 #define CHUNK_SHIFT 22

@@ -507,4 +507,51 @@ TEST(CarveThreads, StatisticsReadWhileThreadsAllocateStayConsistent) {
     EXPECT_EQ(bad.load(), 0) << "failed allocations";
 }
 
+// Every lock reports how often it was taken and how often a thread had to
+// wait for it. Pages of a one-block class (100 KB) go to the arena and back
+// at every malloc and free of a thread holding a few, so threads doing that
+// take the arena lock many times; contended takes can never outnumber takes.
+TEST(CarveThreads, LockStatisticsCountTakesAndWaits) {
+    carve_stats before;
+    carve_stats_read(&before);
+    ASSERT_GE(before.lock_count, 2u);
+    ASSERT_LE(before.lock_count, static_cast<size_t>(CARVE_STATS_LOCKS));
+    EXPECT_STREQ(before.locks[0].name, "arena");
+    EXPECT_STREQ(before.locks[1].name, "large cache");
+    constexpr int kThreads = 4, kRounds = 200;
+    std::atomic<long> failed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; t++)
+        threads.emplace_back([&] {
+            for (int r = 0; r < kRounds; r++) {
+                void *p[8];
+                for (void *&q : p)
+                    if ((q = carve_malloc(100000)) == nullptr)
+                        failed++;
+                for (void *q : p)
+                    carve_free(q);
+                void *big = carve_malloc(1 << 20);  // the large cache's lock
+                if (big == nullptr)
+                    failed++;
+                carve_free(big);
+            }
+        });
+    for (auto &t : threads)
+        t.join();
+    carve_stats after;
+    carve_stats_read(&after);
+    EXPECT_EQ(failed.load(), 0);
+    ASSERT_EQ(after.lock_count, before.lock_count);
+    for (size_t i = 0; i < after.lock_count; i++) {
+        EXPECT_GE(after.locks[i].acquired, before.locks[i].acquired) << after.locks[i].name;
+        EXPECT_GE(after.locks[i].contended, before.locks[i].contended) << after.locks[i].name;
+        EXPECT_LE(after.locks[i].contended, after.locks[i].acquired) << after.locks[i].name;
+    }
+    // 8 one-block pages a round at the least (spares aside) come from the
+    // arena, and each large free puts its mapping in the cache, locked.
+    EXPECT_GE(after.locks[0].acquired - before.locks[0].acquired, static_cast<size_t>(kRounds));
+    EXPECT_GE(after.locks[1].acquired - before.locks[1].acquired,
+              static_cast<size_t>(kThreads * kRounds));
+}
+
 }  // namespace
