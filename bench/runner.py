@@ -282,6 +282,13 @@ def find_allocators(wanted, workloads):
     carve_lib = os.path.abspath(carve_lib)
     note = "CARVE_LIB" if os.environ.get("CARVE_LIB") else "built here"
     allocs = [Allocator("carve", carve_lib, note)]
+    # another build of carve (e.g. main before a change), in the same
+    # interleaved runs: CARVE_BASELINE_LIB=path/to/libcarve.so
+    base_lib = os.environ.get("CARVE_BASELINE_LIB")
+    if base_lib:
+        if not os.path.exists(base_lib):
+            sys.exit("bench: CARVE_BASELINE_LIB=%s does not exist" % base_lib)
+        allocs.append(Allocator("carve-base", os.path.abspath(base_lib), "CARVE_BASELINE_LIB"))
     if wanted is None:
         for name, opts in CARVE_VARIANTS:
             users = [w.name for w in workloads if name in w.variants]
