@@ -428,8 +428,23 @@ void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func)
     uint32_t keep = bin->max / 2, out = bin->count - keep;
     if (unlikely(bin->slot[bin->count - 1] == p))
         cv_msg_fatal("double free", p, "freed twice in a row", func);
-    bin_flush(heap, bin->slot, out);
-    memmove(bin->slot, bin->slot + out, keep * sizeof(void *));
+    /* This thread's own blocks go back first, oldest first; other threads'
+     * stay while there are enough of ours (see "bins": a block that goes
+     * back to an owner that no longer allocates is lost to everyone). */
+    void *own[BIN_MAX], *rest[BIN_MAX];
+    uint32_t n_own = 0, n_rest = 0;
+    for (uint32_t i = 0; i < bin->count; i++) {
+        page_t *page = block_page(bin->slot[i]);
+        if (n_own < out && atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner)
+            own[n_own++] = bin->slot[i];
+        else
+            rest[n_rest++] = bin->slot[i];
+    }
+    /* the oldest of the others make up the number */
+    uint32_t more = out - n_own;
+    bin_flush(heap, own, n_own);
+    bin_flush(heap, rest, more);
+    memcpy(bin->slot, rest + more, (n_rest - more) * sizeof(void *));
     bin->slot[keep] = p;
     CV_SET(bin->count, keep + 1);
 }
@@ -527,11 +542,11 @@ static page_t *find_page(heap_t *heap, unsigned c) {
             goto raced;
         }
     }
-    if (carving != NULL) {
-        cv_page_extend(carving);
-        return queue_to_front(heap, q, carving);
-    }
-    /* Pages of exited threads first: their memory is already touched. */
+    /* Pages of exited threads before fresh blocks of a page of our own:
+     * their memory is touched already, and a thread that kept carving its
+     * own pages while its predecessors' pages waited half empty grew by a
+     * page per class at every thread that came and went (a server pool's
+     * threads inherit what their predecessors allocated). */
     while ((page = cv_arena_adopt(c)) != NULL) {
         atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
         atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
@@ -540,6 +555,10 @@ static page_t *find_page(heap_t *heap, unsigned c) {
             return page;
         if (!page_to_full(heap, page))
             goto raced;
+    }
+    if (carving != NULL) {
+        cv_page_extend(carving);
+        return queue_to_front(heap, q, carving);
     }
     page = cv_arena_page_alloc(page_slices(heap, c));
     if (page == NULL)
