@@ -345,10 +345,10 @@ static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n
  *
  * A block in a bin still counts in its page's used (it is not free to the
  * page), so no page retires under it, whoever owns the page. A full bin
- * gives its older half back (bin_flush): the owner's own blocks onto their
- * pages' free lists, the others with one CAS per run of blocks of one
- * page; an empty one takes up to half its size from the current page
- * (bin_refill). All of a heap's bins go back when its thread exits, at
+ * gives half back (cv_heap_bin_full): this thread's own blocks first, onto
+ * their pages' free lists, others' with one CAS per run of blocks of one
+ * page; an empty one leaves malloc to the current page (internal.h, why
+ * not a batch). All of a heap's bins go back when its thread exits, at
  * malloc_trim, and a bin that did not move between two idle checks
  * (retire_idle) goes back whole, so that the pages under an unused class
  * can empty and retire.
@@ -389,28 +389,40 @@ static page_t *block_page(const void *b) {
     return cv_page_of(cv_chunk_of(a), a);
 }
 
+/* A block of a page of this thread's goes onto the page's free list, as
+ * the owner's free put it before bins. */
+static inline void push_local(page_t *page, block_t *b) {
+    b->next = page->free;
+    page->free = b;
+    page->free_is_zero = false;
+    if (cv_page_unuse(page))
+        cv_heap_free_local_slow(page);
+}
+
+/* free took a block on its chunk's slice_bin alone: an interior pointer
+ * into another thread's page stops here, before it reaches that page's
+ * lists (as the remote free did before bins; the owner's own free checked
+ * no more than the chunk). */
+static inline void check_remote_block(const page_t *page, const void *b) {
+    if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
+        cv_msg_fatal("invalid free", b, "not the start of a block", "free");
+}
+
 /* Gives n blocks back to their pages. The owner's go onto their pages' free
- * lists as its free would put them; runs of other pages' blocks are linked
- * and pushed with one CAS per run (blocks freed in allocation order often
- * come in such runs, as a consumer frees what one producer carved). */
+ * lists; runs of other pages' blocks are linked and pushed with one CAS per
+ * run (blocks freed in allocation order often come in such runs, as a
+ * consumer frees what one producer carved). */
 static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
     uint32_t i = 0;
     while (i < n) {
         block_t *b = slot[i];
         page_t *page = block_page(b);
-        /* free took b on its chunk's word alone: an interior pointer stops
-         * here, before it reaches a page's lists */
-        if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
-            cv_msg_fatal("invalid free", b, "not the start of a block", "free");
         if (atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner) {
-            b->next = page->free;
-            page->free = b;
-            page->free_is_zero = false;
-            if (cv_page_unuse(page))
-                cv_heap_free_local_slow(page);
+            push_local(page, b);
             i++;
             continue;
         }
+        check_remote_block(page, b);
         block_t *last = b;
         uintptr_t count = 1;
         while (++i < n && block_page(slot[i]) == page && cv_page_is_block(page, (uintptr_t)slot[i])) {
@@ -422,30 +434,35 @@ static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
     }
 }
 
-/* The bin of bin_idx is full: its older half goes back, then p goes on. */
+/* The bin of bin_idx is full: half of it goes back, then p goes on. This
+ * thread's own blocks go first, oldest first, in one pass that stops once
+ * there are enough; other threads' blocks stay while there are, and the
+ * oldest of them make up the number otherwise (see "bins": a block that
+ * goes back to an owner that no longer allocates is lost to everyone). */
 void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func) {
     bin_t *bin = &heap->bins[bin_idx];
-    uint32_t keep = bin->max / 2, out = bin->count - keep;
-    if (unlikely(bin->slot[bin->count - 1] == p))
+    void **slot = bin->slot;
+    uint32_t count = bin->count, keep = bin->max / 2, out = count - keep;
+    if (unlikely(slot[count - 1] == p))
         cv_msg_fatal("double free", p, "freed twice in a row", func);
-    /* This thread's own blocks go back first, oldest first; other threads'
-     * stay while there are enough of ours (see "bins": a block that goes
-     * back to an owner that no longer allocates is lost to everyone). */
-    void *own[BIN_MAX], *rest[BIN_MAX];
-    uint32_t n_own = 0, n_rest = 0;
-    for (uint32_t i = 0; i < bin->count; i++) {
-        page_t *page = block_page(bin->slot[i]);
-        if (n_own < out && atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner)
-            own[n_own++] = bin->slot[i];
-        else
-            rest[n_rest++] = bin->slot[i];
+    void *rest[BIN_MAX];
+    uint32_t n_own = 0, n_rest = 0, i;
+    for (i = 0; i < count && n_own < out; i++) {
+        page_t *page = block_page(slot[i]);
+        if (atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner) {
+            push_local(page, slot[i]);
+            n_own++;
+        } else {
+            rest[n_rest++] = slot[i]; /* checked by bin_flush if it goes */
+        }
     }
-    /* the oldest of the others make up the number */
-    uint32_t more = out - n_own;
-    bin_flush(heap, own, n_own);
+    uint32_t more = out - n_own; /* > 0 only when every slot was looked at */
     bin_flush(heap, rest, more);
-    memcpy(bin->slot, rest + more, (n_rest - more) * sizeof(void *));
-    bin->slot[keep] = p;
+    /* the bin: the others kept, then the slots not looked at */
+    uint32_t kept = n_rest - more;
+    memmove(slot + kept, slot + i, (count - i) * sizeof(void *));
+    memcpy(slot, rest + more, kept * sizeof(void *));
+    slot[keep] = p;
     CV_SET(bin->count, keep + 1);
 }
 
@@ -459,28 +476,6 @@ static void bins_empty(heap_t *heap) {
     for (unsigned c = 1; c <= CLASS_COUNT; c++)
         if (heap->bins[c].count != 0)
             bin_empty(heap, &heap->bins[c]);
-}
-
-/* The bin is empty and page has a free block: take up to half the bin's
- * size from the page, and hand out the first. The page's free list order
- * is kept (its first block is popped first), so that a fresh page is
- * handed out in address order. */
-static void *bin_refill(bin_t *bin, page_t *page) {
-    uint32_t want = bin->max / 2, n = 0;
-    block_t *b = page->free;
-    void *first = b;
-    for (b = b->next; b != NULL && n + 1 < want; b = b->next)
-        n++;
-    /* n blocks after the first go in, the last popped deepest */
-    block_t *walk = ((block_t *)first)->next;
-    for (uint32_t i = n; i > 0; i--) {
-        bin->slot[i - 1] = walk;
-        walk = walk->next;
-    }
-    page->free = walk;
-    CV_SET(page->used, page->used + n + 1);
-    CV_SET(bin->count, n);
-    return first;
 }
 
 /* Another thread's block (or a page's with no owner), freed by this thread
@@ -622,8 +617,6 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
         errno = ENOMEM;
         return NULL;
     }
-    if (!zero && bin->max != 0)
-        return bin_refill(bin, page);
     return cv_page_pop(page, zero);
 }
 

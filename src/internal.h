@@ -223,11 +223,16 @@ CARVE_INLINE bool cv_page_unuse(page_t *page) {
 }
 
 /* The allocation fast path: malloc pops the class's bin, a stack of
- * pointers, so that it reads nothing of the block it hands out; calloc,
- * which writes the block anyway and skips that on never-touched memory,
- * pops the class's current page. The empty heap's bins and pages are all
- * empty, so the first call of a thread (and of the process) falls into the
- * slow path, which sets everything up. zero is a constant at every call. */
+ * pointers to blocks this thread freed, so that it reads nothing of the
+ * block it hands out; when the bin is empty (and always for calloc, which
+ * writes the block anyway and skips that on never-touched memory), it pops
+ * the class's current page. A bin is filled by frees only: taking a batch
+ * from the page would walk its free list, one dependent miss after another
+ * where blocks came back from other cores (a producer's pages, freed by its
+ * consumers), where a pop at a time overlaps each miss with the program's
+ * work. The empty heap's bins and pages are all empty, so the first call
+ * of a thread (and of the process) falls into the slow path, which sets
+ * everything up. zero is a constant at every call. */
 CARVE_INLINE void *cv_heap_alloc_with(heap_t *heap, size_t size, bool zero,
                                       void *(*slow)(heap_t *, size_t, bool)) {
     if (likely(size <= SMALL_MAX)) {
@@ -239,11 +244,10 @@ CARVE_INLINE void *cv_heap_alloc_with(heap_t *heap, size_t size, bool zero,
                 CV_SET(bin->count, n - 1);
                 return bin->slot[n - 1];
             }
-        } else {
-            page_t *page = heap->direct[c];
-            if (likely(page->free != NULL))
-                return cv_page_pop(page, zero);
         }
+        page_t *page = heap->direct[c];
+        if (likely(page->free != NULL))
+            return cv_page_pop(page, zero);
     }
     return slow(heap, size, zero);
 }
