@@ -548,10 +548,13 @@ TEST(CarveThreads, LockStatisticsCountTakesAndWaits) {
         EXPECT_LE(after.locks[i].contended, after.locks[i].acquired) << after.locks[i].name;
     }
     // 8 one-block pages a round at the least (spares aside) come from the
-    // arena, and each large free puts its mapping in the cache, locked.
+    // arena, and each large free puts its mapping in the cache, locked
+    // (debug mode gives large blocks mappings of their own, uncached).
     EXPECT_GE(after.locks[0].acquired - before.locks[0].acquired, static_cast<size_t>(kRounds));
-    EXPECT_GE(after.locks[1].acquired - before.locks[1].acquired,
-              static_cast<size_t>(kThreads * kRounds));
+    if (!carve_test::debug_mode()) {
+        EXPECT_GE(after.locks[1].acquired - before.locks[1].acquired,
+                  static_cast<size_t>(kThreads * kRounds));
+    }
 }
 
 }  // namespace
