@@ -5,8 +5,10 @@
  * without an atomic:
  *   free         what malloc pops and the owner's free pushes (owner only)
  *   local_free   remote frees taken in while free still had blocks
- *   thread_free  what other threads' free pushes (one CAS each), taken in
- *                bulk by the owner with one exchange
+ *   thread_free  what other threads' frees push (one CAS per run of
+ *                blocks), taken in bulk by the owner with one exchange
+ * For classes with bins (heap.c) "the owner's free" is a bin giving blocks
+ * back, and malloc pops here when its bin is empty.
  * The owner's free pushes on free itself, not (as mimalloc does) on a
  * list of its own: the block freed last is the next handed out, its lines
  * still in this core's cache. With a separate list a freed block waited
