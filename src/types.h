@@ -230,12 +230,14 @@ typedef struct bin {
 
 /* Bins hold up to BIN_BYTES of blocks per class, and between BIN_MIN and
  * BIN_MAX of them; classes above BIN_MAX_BLOCK have none (their blocks go
- * straight to their pages). BIN_SLOTS: all the classes' max plus a
- * sentinel each, checked in heap.c. */
+ * straight to their pages): a block of a few KiB costs the program far
+ * more than the miss on its first line, and a bin of 4 such blocks spent
+ * its time giving back (big_heap, 4 KiB blocks: see doc/measurements.md).
+ * BIN_SLOTS: all the classes' max plus a sentinel each, checked in heap.c. */
 #define BIN_BYTES 32768
 #define BIN_MIN 4
 #define BIN_MAX 64
-#define BIN_MAX_BLOCK 16384
+#define BIN_MAX_BLOCK 2048
 #define BIN_SLOTS 2048
 
 typedef struct heap {
