@@ -77,11 +77,7 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
     page_t *page = cv_page_of(cv_chunk_of(a), a);
     block_t *b = p;
     if (likely(atomic_load_explicit(&page->owner, memory_order_relaxed) == cv_thread_id())) {
-        block_t *head = page->free;
-        b->next = head;
-        page->free = b;
-        page->free_is_zero = false; /* calloc must clear what was used */
-        if (unlikely(b == head)) { /* the list is now a loop: stop here */
+        if (unlikely(cv_page_push(page, b) == b)) { /* the list is now a loop: stop here */
             cv_debug_double_free(page, p, func); /* does not return */
             return;
         }
@@ -90,6 +86,20 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
         return;
     }
     free_not_owner(page, p, size, func);
+}
+
+/* The block's bin is full, or its class has none. Out of line so that the
+ * fast path stays a leaf that ends in a tail call. */
+static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p, size_t size,
+                                        const char *func) {
+    bin_t *bin = &heap->bins[bin_idx];
+    if (bin->max == 0) { /* no bin for this block */
+        free_to_page(p, size, func);
+        return;
+    }
+    if (unlikely(bin->slot[bin->count - 1] == p)) /* the fast path's test, on a full bin */
+        cv_debug_double_free(NULL, p, func);
+    cv_heap_bin_full(heap, bin_idx, p);
 }
 
 /* The free fast path: one map lookup for ownership, one byte of the chunk
@@ -123,10 +133,7 @@ static inline void do_free(void *p, size_t size, const char *func) {
         CV_SET(bin->count, n + 1);
         return;
     }
-    if (bin->max != 0)
-        cv_heap_bin_full(heap, bin_idx, p, func);
-    else
-        free_to_page(p, size, func);
+    free_no_room(heap, bin_idx, p, size, func);
 }
 
 /* Usable size of a live block; aborts on a pointer that is not one. */

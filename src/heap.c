@@ -392,9 +392,7 @@ static page_t *block_page(const void *b) {
 /* A block of a page of this thread's goes onto the page's free list, as
  * the owner's free put it before bins. */
 static inline void push_local(page_t *page, block_t *b) {
-    b->next = page->free;
-    page->free = b;
-    page->free_is_zero = false;
+    cv_page_push(page, b);
     if (cv_page_unuse(page))
         cv_heap_free_local_slow(page);
 }
@@ -439,12 +437,10 @@ static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
  * there are enough; other threads' blocks stay while there are, and the
  * oldest of them make up the number otherwise (see "bins": a block that
  * goes back to an owner that no longer allocates is lost to everyone). */
-void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func) {
+void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p) {
     bin_t *bin = &heap->bins[bin_idx];
     void **slot = bin->slot;
     uint32_t count = bin->count, keep = bin->max / 2, out = count - keep;
-    if (unlikely(slot[count - 1] == p))
-        cv_msg_fatal("double free", p, "freed twice in a row", func);
     void *rest[BIN_MAX];
     uint32_t n_own = 0, n_rest = 0, i;
     for (i = 0; i < count && n_own < out; i++) {
@@ -602,12 +598,8 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
         return cv_heap_alloc(heap, size, zero);
     }
     unsigned c = cv_size_class(size);
-    bin_t *bin = &heap->bins[c + 1];
-    if (!zero && bin->count != 0) { /* from cv_heap_alloc, not the entry points */
-        CV_SET(bin->count, bin->count - 1);
-        return bin->slot[bin->count];
-    }
-    /* The bin is empty (malloc), or the page ran dry (calloc), or
+    /* Every caller's fast path popped the bin first: the bin is empty
+     * (malloc), or the page ran dry (calloc), or
      * retire_idle took the current page off the fast path and it may still
      * have blocks. */
     page_t *page = heap->direct[c] = heap->current[c];

@@ -175,7 +175,7 @@ extern CARVE_TLS heap_t *cv_tl_heap;
 extern CARVE_TLS bool cv_tl_exited;
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero);
-void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p, const char *func);
+void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p);
 const heap_t *cv_heap_first(void); /* every heap ever made, via next_all */
 void cv_heap_bins_off(heap_t *heap);
 void cv_heap_free_local_slow(page_t *page);
@@ -211,6 +211,17 @@ CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
             memset(b, 0, page->block_size);
     }
     return b;
+}
+
+/* The owner's push of a block onto its page's free list (LIFO: see
+ * page.c); returns the old head, which is b itself when b was freed twice
+ * in a row. cv_page_unuse comes next. */
+CARVE_INLINE block_t *cv_page_push(page_t *page, block_t *b) {
+    block_t *head = page->free;
+    b->next = head;
+    page->free = b;
+    page->free_is_zero = false; /* calloc must clear what was used */
+    return head;
 }
 
 /* The owner's free, once the block is linked back: one block fewer in use.

@@ -242,9 +242,9 @@ typedef struct bin {
 
 typedef struct heap {
     /* Fast path: bins[c + 1] is class c's bin (bins[0]: no bin, max 0, for
-     * the slice_bin value 0); direct[c] is the page that calloc pops and
-     * bins refill from, or the shared empty page, whose free list is
-     * always NULL. */
+     * the slice_bin value 0); direct[c] is the page that calloc, and malloc
+     * when the bin is empty, pops, or the shared empty page, whose free list
+     * is always NULL. */
     bin_t bins[CLASS_COUNT + 1];
     page_t *direct[CLASS_COUNT];
     uintptr_t owner;                 /* thread id of the owner */

@@ -33,7 +33,7 @@
 #include <stdatomic.h>
 
 #define BLOCKS_PER_THREAD 5000
-#define MIN_SIZE 8
+#define MIN_SIZE 8 /* at least the 8-byte tag */
 #define MAX_SIZE 1000
 #ifndef LIFETIME
 #define LIFETIME 500000L /* replacements before a worker hands over */
@@ -74,8 +74,7 @@ static char *new_block(size_t size, uint64_t tag)
     char *p = BLOCK_NEW(size);
     if (p == NULL)
         die("larson_server: allocating %zu bytes failed", size);
-    if (size >= 8)
-        memcpy(p, &tag, sizeof tag);
+    memcpy(p, &tag, sizeof tag); /* MIN_SIZE >= 8 */
     if (size > 8)
         p[size - 1] = 'b';
     return p;
@@ -195,9 +194,8 @@ int main(int argc, char **argv)
     /* every live block still holds its tag and mark */
     for (size_t k = 0; k < total; k++) {
         char *p = block[k];
-        uint64_t got = tag[k];
-        if (size[k] >= 8)
-            memcpy(&got, p, sizeof got);
+        uint64_t got;
+        memcpy(&got, p, sizeof got);
         if (got != tag[k] || (size[k] > 8 && p[size[k] - 1] != 'b'))
             die("larson_server: block %p (slot %zu, %zu bytes) was overwritten", (void *)p, k, size[k]);
         BLOCK_DELETE(p, size[k]);
