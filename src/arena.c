@@ -145,7 +145,26 @@ static void demand_window(uint64_t now) {
     }
 }
 
-page_t *cv_arena_page_alloc(size_t slices) {
+/* When the heaps took this many slices in the last one or two decay
+ * windows, they are growing: a page they take next will be filled, so a
+ * dense one (blocks of 4 KiB or less, each kernel page written as blocks
+ * are carved) has its memory faulted in with one call rather than one
+ * fault per 4 KiB page. Below it, a page is faulted in as it is carved, and
+ * a class with a few blocks holds only the kernel pages it touched. */
+#define POPULATE_DEMAND SLICES_PER_CHUNK
+
+static void populate_runs(chunk_t *chunk, uint64_t slices) {
+    while (slices) {
+        unsigned first = (unsigned)__builtin_ctzll(slices);
+        unsigned n = (unsigned)__builtin_ctzll(~(slices >> first));
+        if (first + n > SLICES_PER_CHUNK)
+            n = SLICES_PER_CHUNK - first;
+        cv_os_populate((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
+        slices &= ~run_mask(first, n);
+    }
+}
+
+page_t *cv_arena_page_alloc(size_t slices, bool dense) {
     unsigned n = (unsigned)slices;
     cv_arena_lock();
     /* Slices touched before first (resident, or purged lazily and perhaps
@@ -181,6 +200,9 @@ page_t *cv_arena_page_alloc(size_t slices) {
     arena.idle -= (size_t)__builtin_popcountll(chunk->slices_resident & mask);
     demand_window(cv_os_now_ms());
     arena.demand_cur += n;
+    uint64_t populate = dense && arena.demand_cur + arena.demand_prev >= POPULATE_DEMAND
+                            ? mask & ~chunk->slices_resident
+                            : 0;
     chunk->slices_used |= mask;
     if (chunk->slices_used == ~(uint64_t)0)
         avail_remove(chunk);
@@ -203,6 +225,7 @@ page_t *cv_arena_page_alloc(size_t slices) {
     for (unsigned i = first; i < first + n; i++)
         chunk->slice_page[i] = (uint8_t)first;
     cv_arena_unlock();
+    populate_runs(chunk, populate);
     if (grew) /* growing: near a memory limit, free memory must go first */
         cv_purge_tick();
     return page;

@@ -551,7 +551,10 @@ static page_t *find_page(heap_t *heap, unsigned c) {
         cv_page_extend(carving);
         return queue_to_front(heap, q, carving);
     }
-    page = cv_arena_page_alloc(page_slices(heap, c));
+    /* blocks of a 4 KiB page or less: every kernel page of the run will be
+     * written as the page is carved (bigger blocks may be written sparsely) */
+    bool dense = cv_class_size[c] <= CARVE_PAGE && !heap->debug;
+    page = cv_arena_page_alloc(page_slices(heap, c), dense);
     if (page == NULL)
         return NULL;
     cv_page_init(page, c, heap);

@@ -31,6 +31,7 @@ bool cv_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
 bool cv_os_protect(void *p, size_t size, bool rw);
 bool cv_os_discard(void *p, size_t size);
 bool cv_os_purge(void *p, size_t size, bool dontneed);
+void cv_os_populate(void *p, size_t size);
 /* Ranges purged together, with one system call where the kernel allows it
  * (os.c). Flush before the ranges can be reused: a range handed out while
  * still waiting here would lose what its new owner writes. */
@@ -138,7 +139,7 @@ CARVE_INLINE page_t *cv_page_of(chunk_t *chunk, uintptr_t a) {
     return &chunk->pages[chunk->slice_page[(a & CHUNK_MASK) >> SLICE_SHIFT]];
 }
 
-page_t *cv_arena_page_alloc(size_t slices);
+page_t *cv_arena_page_alloc(size_t slices, bool dense);
 void cv_arena_page_free(page_t *page);
 void cv_arena_page_free_locked(page_t *page);
 void cv_arena_lock(void);

@@ -161,6 +161,25 @@ out:
     return zero;
 }
 
+/* Faults in [p, p+size) for writing in one call (MADV_POPULATE_WRITE,
+ * Linux 5.14): a heap growing into fresh or purged memory otherwise takes
+ * one page fault per 4 KiB page it touches. A kernel without it (EINVAL)
+ * is not asked again; any other failure (ENOMEM) leaves the pages to fault
+ * in as they are touched, as they would have. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+static _Atomic bool populate_broken;
+
+void cv_os_populate(void *p, size_t size) {
+    if (atomic_load_explicit(&populate_broken, memory_order_relaxed))
+        return;
+    int saved = errno;
+    if (madvise(p, size, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+        atomic_store_explicit(&populate_broken, true, memory_order_relaxed);
+    errno = saved;
+}
+
 /* A purge pass gives back many short runs (the free slices between live
  * pages): one madvise each cost 65-80 us on a virtual machine here, most of
  * it the TLB flush, while process_madvise(2) takes many ranges at once: 512

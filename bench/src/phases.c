@@ -23,7 +23,8 @@
  * as long as it took, so that the sampler never takes more than a fifth of
  * a CPU) from the start to the end of the last pause, and the program prints
  *
- *   mean_resident_kib=<time average of Rss - LazyFree> peak_rss_kib=<max Rss>
+ *   mean_resident_kib=<time average of Rss - LazyFree>
+ *   mean_rss_kib=<time average of Rss, as top and ps show it> peak_rss_kib=<max Rss>
  *
  * (each sample counts for the time until the next one, so that a late or
  * slow sample does not skew the mean; without smaps_rollup: Rss from
@@ -53,8 +54,10 @@ static struct {
     atomic_int stop;
     long samples;
     double start, last_time; /* seconds */
-    double last_resident;    /* KiB, the last sample's */
+    double last_resident;    /* KiB, the last sample's Rss - LazyFree */
+    double last_rss;         /* KiB, the last sample's Rss (as top shows it) */
     double area;             /* KiB x seconds, up to the last sample */
+    double rss_area;         /* the same for Rss */
     double read_time;        /* seconds spent reading, in all */
     long peak_rss;           /* KiB */
     int smaps;
@@ -78,10 +81,13 @@ static double sample(void)
         return took;
     if (sampler.samples++ == 0)
         sampler.start = t;
-    else
+    else {
         sampler.area += sampler.last_resident * (t - sampler.last_time);
+        sampler.rss_area += sampler.last_rss * (t - sampler.last_time);
+    }
     sampler.last_time = t;
     sampler.last_resident = (double)(m.rss_kib - m.lazyfree_kib);
+    sampler.last_rss = (double)m.rss_kib;
     if (m.rss_kib > sampler.peak_rss)
         sampler.peak_rss = m.rss_kib;
     sampler.smaps = m.smaps;
@@ -102,10 +108,10 @@ static void *sampler_main(void *arg)
     return NULL;
 }
 
-static double sampler_mean(void)
+static double sampler_mean(double area, double last)
 {
     double span = sampler.last_time - sampler.start;
-    return span > 0 ? sampler.area / span : sampler.last_resident;
+    return span > 0 ? area / span : last;
 }
 
 /* ---- the heap ------------------------------------------------------- */
@@ -120,7 +126,8 @@ static void phase_end(int round, const char *what, size_t blocks)
 {
     struct mem_now m = mem_now();
     printf("mem r%d/%s rss_kib=%ld lazyfree_kib=%ld\n", round, what, m.rss_kib, m.lazyfree_kib);
-    printf("    blocks live %zu, resident %ld KiB\n", blocks, m.rss_kib - m.lazyfree_kib);
+    printf("    blocks live %zu, resident %ld KiB, at %.2f s\n", blocks, m.rss_kib - m.lazyfree_kib,
+           now_s() - sampler.start);
 }
 
 static size_t block_size(void *p) { return (size_t)((uint64_t *)p)[0]; }
@@ -199,7 +206,9 @@ int main(int argc, char **argv)
             (unsigned long long)free_sum, (unsigned long long)alloc_sum);
     if (sampler.samples == 0)
         die("phases: could not read /proc/self/smaps_rollup or /proc/self/statm");
-    printf("mean_resident_kib=%.0f peak_rss_kib=%ld\n", sampler_mean(), sampler.peak_rss);
+    printf("mean_resident_kib=%.0f mean_rss_kib=%.0f peak_rss_kib=%ld\n",
+           sampler_mean(sampler.area, sampler.last_resident),
+           sampler_mean(sampler.rss_area, sampler.last_rss), sampler.peak_rss);
     printf("sampler: %ld samples over %.2f s from %s, %.1f ms a read\n", sampler.samples,
            sampler.last_time - sampler.start, sampler.smaps ? "smaps_rollup" : "statm",
            sampler.read_time * 1000.0 / (double)sampler.samples);
