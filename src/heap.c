@@ -551,9 +551,14 @@ static page_t *find_page(heap_t *heap, unsigned c) {
         cv_page_extend(carving);
         return queue_to_front(heap, q, carving);
     }
-    /* blocks of a 4 KiB page or less: every kernel page of the run will be
-     * written as the page is carved (bigger blocks may be written sparsely) */
-    bool dense = cv_class_size[c] <= CARVE_PAGE && !heap->debug;
+    /* Faulted in at once (cv_arena_page_alloc) when the heap will fill it:
+     * it filled two pages of the class already, and its blocks are of a
+     * 4 KiB page or less, so that every kernel page of it is written as it
+     * is carved (bigger blocks may be written sparsely). A class with a
+     * few blocks in each of many threads keeps faulting in what it touches. */
+    bool dense = heap->pages_taken[c] >= 2 && cv_class_size[c] <= CARVE_PAGE && !heap->debug;
+    if (heap->pages_taken[c] < UINT8_MAX)
+        heap->pages_taken[c]++;
     page = cv_arena_page_alloc(page_slices(heap, c), dense);
     if (page == NULL)
         return NULL;
@@ -650,6 +655,7 @@ heap_t *cv_heap_get_slow(void) {
     atomic_store_explicit(&heap->full_freed, false, memory_order_relaxed);
     heap->slow_calls = 0;
     heap->idle_current = heap->idle_spares = heap->idle_gone = 0;
+    memset(heap->pages_taken, 0, sizeof heap->pages_taken);
     heap->next_free = NULL;
     heap->debug = false; /* a pooled heap may have served debug mode */
     heap->owner = cv_thread_id();

@@ -260,6 +260,7 @@ typedef struct heap {
                                         last check (retire_idle) */
     uint64_t idle_spares;            /* bit c: queues[c] held spares then */
     uint64_t idle_gone;              /* bit c: retire_idle gave a page of c back */
+    uint8_t pages_taken[CLASS_COUNT]; /* from the arena, per class, up to 255 */
     struct heap *next_free;          /* heap pool */
     struct heap *next_all;           /* every heap ever made (statistics) */
     bool debug;                      /* debug.c's: its pages are debug pages */
