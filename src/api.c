@@ -26,7 +26,9 @@
 static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
     if (heap == &cv_heap_empty && cv_debug_on())
         return cv_debug_alloc(size, 0, zero, zero ? "calloc" : "malloc");
-    return cv_heap_alloc_slow(heap, size, zero);
+    void *p = cv_heap_alloc_slow(heap, size, zero);
+    cv_purge_safe_point();
+    return p;
 }
 
 static inline void *do_malloc(size_t size) {
@@ -51,6 +53,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
         large_t *h = cv_large_header(a, kind, func);
         if (h != NULL) {
             cv_large_free(h);
+            cv_purge_safe_point();
             return;
         }
     }
@@ -81,8 +84,10 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
             cv_debug_double_free(page, p, func); /* does not return */
             return;
         }
-        if (cv_page_unuse(page))
+        if (cv_page_unuse(page)) {
             cv_heap_free_local_slow(page);
+            cv_purge_safe_point();
+        }
         return;
     }
     free_not_owner(page, p, size, func);
@@ -100,6 +105,7 @@ static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p,
     if (unlikely(bin->slot[bin->count - 1] == p)) /* the fast path's test, on a full bin */
         cv_debug_double_free(NULL, p, func);
     cv_heap_bin_full(heap, bin_idx, p);
+    cv_purge_safe_point();
 }
 
 /* The free fast path: one map lookup for ownership, one byte of the chunk
@@ -350,8 +356,11 @@ CARVE_EXPORT int carve_option_set(const char *key_value) {
     if (key_value == NULL || !cv_init())
         return -1;
     bool thp = cv_options.thp;
+    unsigned background = cv_options.background;
     if (!cv_options_set(key_value))
         return -1;
+    if (cv_options.background == BACKGROUND_OFF && background != BACKGROUND_OFF)
+        cv_purge_stop();
     /* Cached large mappings keep the huge-page advice they were made with,
      * and a block that reused one would too: start the cache afresh. */
     if (cv_options.thp != thp)

@@ -134,6 +134,16 @@ static uint64_t run_mask(unsigned first, unsigned n) {
     return bits << first;
 }
 
+/* arena.idle changes under the lock; the purger reads it without (is
+ * there anything to give back?), hence the atomic store. */
+static void idle_add(ptrdiff_t slices) {
+    __atomic_store_n(&arena.idle, arena.idle + (size_t)slices, __ATOMIC_RELAXED);
+}
+
+size_t cv_arena_idle_bytes(void) {
+    return __atomic_load_n(&arena.idle, __ATOMIC_RELAXED) << SLICE_SHIFT;
+}
+
 /* Starts a new window of demand when decay_ms has passed (called where
  * slices change hands, with the arena lock held). */
 static void demand_window(uint64_t now) {
@@ -146,11 +156,9 @@ static void demand_window(uint64_t now) {
 }
 
 /* When the heaps took this many slices in the last one or two decay
- * windows, they are growing: a page they take next will be filled, so a
- * dense one (blocks of 4 KiB or less, each kernel page written as blocks
- * are carved) has its memory faulted in with one call rather than one
- * fault per 4 KiB page. Below it, a page is faulted in as it is carved, and
- * a class with a few blocks holds only the kernel pages it touched. */
+ * windows, they are growing, and a page that its heap says will be filled
+ * (dense) has its memory faulted in with one call rather than one fault
+ * per 4 KiB page as it is carved. */
 #define POPULATE_DEMAND SLICES_PER_CHUNK
 
 static void populate_runs(chunk_t *chunk, uint64_t slices) {
@@ -197,7 +205,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense) {
         grew = true;
     }
     uint64_t mask = run_mask(first, n);
-    arena.idle -= (size_t)__builtin_popcountll(chunk->slices_resident & mask);
+    idle_add(-(ptrdiff_t)__builtin_popcountll(chunk->slices_resident & mask));
     demand_window(cv_os_now_ms());
     arena.demand_cur += n;
     uint64_t populate = dense && arena.demand_cur + arena.demand_prev >= POPULATE_DEMAND
@@ -253,7 +261,7 @@ void cv_arena_page_free_locked(page_t *page) {
     if (chunk->slices_used == ~(uint64_t)0)
         avail_insert(chunk);
     chunk->slices_used &= ~run_mask(first, n);
-    arena.idle += n; /* slices in use are always resident */
+    idle_add((ptrdiff_t)n); /* slices in use are always resident */
     demand_window(now);
     page->state = PAGE_FREE;
     page->free = page->local_free = NULL;
@@ -410,7 +418,7 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
     uint64_t was_resident = chunk->slices_resident & mask;
     size_t slices = (size_t)__builtin_popcountll(was_resident), bytes = slices << SLICE_SHIFT;
     chunk->slices_resident &= ~mask;
-    arena.idle -= slices;
+    idle_add(-(ptrdiff_t)slices);
     atomic_fetch_add_explicit(&cv_stats.small_lazy, bytes, memory_order_relaxed);
     atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
     cv_stats.small_purged += bytes;
@@ -420,39 +428,55 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
     }
 }
 
-/* Free slices whose memory is resident and which were freed at least
- * decay_ms ago go back to the kernel, in runs. A chunk that has stayed
- * wholly free and purged for a long time is unmapped, beyond a few kept for
- * reuse: a chunk mapped and unmapped on every swing of the program's
- * footprint would pay for the faults each time. (No thread reads a page
- * descriptor of a chunk that may be unmapped: a remote free reads what it
- * needs before its push, see push_remote, and cv_arena_free_abandoned
- * checks the chunk map under this lock.) */
+static void purge_runs(os_purge_batch_t *batch, chunk_t *chunk, uint64_t slices) {
+    while (slices) {
+        unsigned first = (unsigned)__builtin_ctzll(slices);
+        /* bit 0 (the header) is never free, so a run ends inside the word */
+        unsigned n = (unsigned)__builtin_ctzll(~(slices >> first));
+        purge_run(batch, chunk, first, n);
+        slices &= ~run_mask(first, n);
+    }
+}
+
+/* A pass over the free slices, by the time since each was freed: at
+ * decay_ms resident ones go lazily (MADV_FREE: no fault if reused before
+ * the kernel takes them, but still counted in RSS), and at lazy_ms any
+ * that is still dirty, lazy or resident, goes with MADV_DONTNEED, which
+ * RSS shows at once. dontneed (purge=dontneed, cgroup pressure) skips the
+ * lazy stage; lazy_ms UINT64_MAX never leaves it (purge=free).
+ *
+ * A chunk that has stayed wholly free and purged for a long time is
+ * unmapped, beyond a few kept for reuse: a chunk mapped and unmapped on
+ * every swing of the program's footprint would pay for the faults each
+ * time. (No thread reads a page descriptor of a chunk that may be
+ * unmapped: a remote free reads what it needs before its push, see
+ * push_remote, and cv_arena_free_abandoned checks the chunk map under this
+ * lock.) */
 #define CHUNKS_RETAINED 4
 #define CHUNK_UNMAP_MS 2000
 
-size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
+size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed) {
     cv_arena_lock();
     size_t before = cv_stats.small_purged;
     unsigned empty_kept = 0;
-    os_purge_batch_t batch = {.n = 0, .dontneed = dontneed};
+    os_purge_batch_t lazy_batch = {.n = 0, .dontneed = false};
+    os_purge_batch_t drop_batch = {.n = 0, .dontneed = true};
     for (chunk_t **link = &arena.chunks; *link != NULL;) {
         chunk_t *chunk = *link;
-        /* MADV_DONTNEED also takes back what an earlier MADV_FREE left
-         * lazily in place (dirty but no longer counted resident). */
-        uint64_t idle = (dontneed ? chunk->slices_dirty : chunk->slices_resident) &
-                        ~chunk->slices_used;
-        while (idle) {
-            unsigned first = (unsigned)__builtin_ctzll(idle);
-            unsigned n = 0;
-            /* bit 0 (the header) is never idle, so the run ends inside the word */
-            while (first + n < SLICES_PER_CHUNK && (idle >> (first + n) & 1) &&
-                   chunk->slice_freed_ms[first + n] + decay_ms <= now)
-                n++;
-            if (n > 0)
-                purge_run(&batch, chunk, first, n);
-            idle &= ~run_mask(first, n > 0 ? n : 1);
+        uint64_t to_lazy = 0, to_drop = 0;
+        for (uint64_t free = chunk->slices_dirty & ~chunk->slices_used; free; free &= free - 1) {
+            unsigned i = (unsigned)__builtin_ctzll(free);
+            uint64_t freed = chunk->slice_freed_ms[i];
+            uint64_t age = now > freed ? now - freed : 0; /* now may predate the lock */
+            if (age < decay_ms)
+                continue;
+            if (dontneed || age >= lazy_ms)
+                to_drop |= (uint64_t)1 << i;
+            else
+                to_lazy |= (uint64_t)1 << i & chunk->slices_resident;
         }
+        purge_runs(&drop_batch, chunk, to_drop);
+        purge_runs(&lazy_batch, chunk, to_lazy);
         bool empty = chunk->slices_used == 1 && chunk->slices_resident == 1;
         if (!empty) {
             chunk->empty_since_ms = 0;
@@ -461,9 +485,10 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         } else if (now > chunk->empty_since_ms && /* now may predate the lock */
                    now - chunk->empty_since_ms >= CHUNK_UNMAP_MS + 4 * decay_ms &&
                    empty_kept >= CHUNKS_RETAINED) {
-            /* first: the batch may hold runs of this chunk, and the flush
+            /* first: the batches may hold runs of this chunk, and a flush
              * takes the slices it zeroes out of small_lazy itself */
-            purge_flush(&batch);
+            purge_flush(&lazy_batch);
+            purge_flush(&drop_batch);
             /* The slot is cleared before the unmap, so that no large block
              * mapped at this address meanwhile has its own slot cleared;
              * if the kernel refuses (the reservation's mapping would split
@@ -491,7 +516,8 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         }
         link = &chunk->next;
     }
-    purge_flush(&batch);
+    purge_flush(&lazy_batch);
+    purge_flush(&drop_batch);
     size_t purged = cv_stats.small_purged - before;
     cv_arena_unlock();
     return purged;
@@ -534,7 +560,7 @@ size_t cv_arena_purge_excess(bool dontneed) {
 
 /* malloc_trim: every free slice, now, with MADV_DONTNEED. */
 bool cv_arena_trim(void) {
-    return cv_arena_purge(cv_os_now_ms(), 0, true) > 0;
+    return cv_arena_purge(cv_os_now_ms(), 0, 0, true) > 0;
 }
 
 /* ---- fork --------------------------------------------------------------- */

@@ -32,6 +32,7 @@ bool cv_os_protect(void *p, size_t size, bool rw);
 bool cv_os_discard(void *p, size_t size);
 bool cv_os_purge(void *p, size_t size, bool dontneed);
 void cv_os_populate(void *p, size_t size);
+bool cv_os_seccomp_filtered(void);
 /* Ranges purged together, with one system call where the kernel allows it
  * (os.c). Flush before the ranges can be reused: a range handed out while
  * still waiting here would lose what its new owner writes. */
@@ -149,7 +150,8 @@ page_t *cv_arena_adopt(unsigned class_idx);
 void cv_arena_free_abandoned(page_t *page);
 void *cv_arena_meta_alloc(size_t size);
 bool cv_arena_trim(void);
-size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
+size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed);
+size_t cv_arena_idle_bytes(void); /* free slices still resident */
 size_t cv_arena_purge_excess(bool dontneed);
 void cv_arena_fork_prepare(void);
 void cv_arena_fork_parent(void);
@@ -278,7 +280,7 @@ large_t *cv_large_header(uintptr_t a, unsigned kind, const char *func);
 void cv_large_free(large_t *h);
 void *cv_large_realloc(large_t *h, size_t size);
 bool cv_large_trim(void);
-size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed);
+size_t cv_large_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed);
 void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
@@ -299,9 +301,21 @@ bool cv_purge_trim(void);   /* malloc_trim: everything now */
 bool cv_purge_pressure(void); /* near the cgroup's memory limit */
 void cv_purge_fork_child(void);
 size_t cv_purge_limit(void);
+void cv_purge_start(void);  /* at a safe point, when cv_purge_start_wanted */
+void cv_purge_stop(void);   /* background=0 set at run time: the purger ends */
+extern _Atomic bool cv_purge_start_wanted;
+
+/* Where the heaps are consistent and no lock is held (the entry points'
+ * slow paths): a purger that a slow path asked for is started here, since
+ * pthread_create may call malloc. */
+CARVE_INLINE void cv_purge_safe_point(void) {
+    if (unlikely(atomic_load_explicit(&cv_purge_start_wanted, memory_order_relaxed)))
+        cv_purge_start();
+}
 
 /* ---- options.c --------------------------------------------------------- */
-enum purge_mode { PURGE_FREE = 0, PURGE_DONTNEED, PURGE_NONE };
+enum purge_mode { PURGE_STAGED = 0, PURGE_FREE, PURGE_DONTNEED, PURGE_NONE };
+enum background_mode { BACKGROUND_OFF = 0, BACKGROUND_ON, BACKGROUND_AUTO };
 
 /* debug= checks (options.c parses them, debug.c implements them) */
 enum debug_flags {
@@ -318,7 +332,8 @@ typedef struct options {
     bool stats_at_exit;
     unsigned purge;      /* enum purge_mode */
     unsigned decay_ms;   /* how long free memory stays before it is purged */
-    bool background;     /* a purger thread instead of purging from slow paths */
+    unsigned lazy_ms;    /* how long purged memory stays lazy (MADV_FREE) */
+    unsigned background; /* enum background_mode: a purger thread */
     bool cgroup;         /* adapt purging to the cgroup memory limit */
     unsigned debug;      /* enum debug_flags */
     size_t quarantine;   /* bytes of freed blocks held back (DEBUG_QUARANTINE) */

@@ -96,7 +96,7 @@ static size_t map_align(const large_t *h) {
  * need (76k faults at 48 MiB, 36k at 128; glibc 58k).
  *
  * An entry unused for decay_ms is purged like free slices (MADV_FREE) but
- * stays mapped and cached, "lazy", for LAZY_KEEP_MS more: until the kernel
+ * stays mapped and cached, "lazy", until lazy_ms after its free: until the kernel
  * needs the memory its pages stay in place and reusing them costs no
  * fault, where a fresh mapping faults every page (or huge page) in again.
  * With decay_ms=2, so that most entries decay before reuse, the large
@@ -106,7 +106,6 @@ static size_t map_align(const large_t *h) {
 #define CACHE_SLOTS 32
 #define CACHE_MAX_BYTES ((size_t)128 << 20)
 #define CACHE_MAX_ENTRY ((size_t)48 << 20)
-#define LAZY_KEEP_MS 1000
 
 /* One cached mapping. Kept here rather than in the mapping's header: a
  * lazy entry's pages may have been taken back and read as zero. */
@@ -330,9 +329,9 @@ static bool cache_put(large_t *h) {
 }
 
 /* Purges the resident entries unused for decay_ms (MADV_FREE, keeping them
- * mapped as lazy entries), and unmaps the lazy ones unused for LAZY_KEEP_MS
- * more; with dontneed, unmaps both. Returns the bytes given back. */
-size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
+ * mapped as lazy entries), and unmaps the entries unused for lazy_ms (at
+ * least decay_ms); with dontneed, unmaps both. Returns the bytes given back. */
+size_t cv_large_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed) {
     if (cache_empty())
         return 0;
     entry_t due[CACHE_SLOTS];
@@ -342,7 +341,7 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, bool dontneed) {
         const entry_t *e = &cache.slot[i];
         if (e->base == NULL || e->freed_ms + decay_ms > now)
             continue;
-        if (dontneed || !e->lazy || e->freed_ms + decay_ms + LAZY_KEEP_MS <= now)
+        if (dontneed || !e->lazy || e->freed_ms + lazy_ms <= now)
             due[n++] = cache_remove(i);
     }
     cv_lock_give(&cache.lock);
@@ -382,7 +381,7 @@ void cv_large_fork_child(void) {
 }
 
 bool cv_large_trim(void) {
-    return cv_large_purge(UINT64_MAX / 2, 0, true) > 0;
+    return cv_large_purge(UINT64_MAX / 2, 0, 0, true) > 0;
 }
 
 void *cv_large_alloc(size_t size, size_t align, bool zero) {

@@ -10,15 +10,17 @@
 /* Defaults. decay_ms: mimalloc purges after about 10 ms, jemalloc after
  * 10 s; see doc/design.md for the measurement behind carve's figure. */
 options_t cv_options = {
-    .purge = PURGE_FREE,
+    .purge = PURGE_STAGED,
     .decay_ms = 50,
+    .lazy_ms = 1000,
+    .background = BACKGROUND_AUTO,
     .cgroup = true,
     .debug = config_debug ? DEBUG_ALL & ~DEBUG_PAGE : 0,
     .quarantine = (size_t)16 << 20,
     .thp = false,
 };
 
-typedef enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_PURGE, OPT_DEBUG } opt_kind_t;
+typedef enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_PURGE, OPT_BACKGROUND, OPT_DEBUG } opt_kind_t;
 
 typedef struct option_desc {
     const char *name;
@@ -30,12 +32,21 @@ typedef struct option_desc {
 static const option_desc_t table[] = {
     {"stats", OPT_BOOL, &cv_options.stats_at_exit, "print statistics on stderr at exit (0/1)"},
     {"purge", OPT_PURGE, &cv_options.purge,
-     "how free memory goes back to the kernel: free (MADV_FREE, default), dontneed "
-     "(MADV_DONTNEED: leaves RSS at once, for hard container limits), none"},
+     "how free memory goes back to the kernel. staged (default): MADV_FREE after decay_ms, "
+     "MADV_DONTNEED after lazy_ms, and what is beyond recent demand MADV_DONTNEED at once; "
+     "RSS falls within about a second. free: MADV_FREE only (reuse costs no fault, but RSS "
+     "in top and ps stays until the kernel is short of memory). dontneed: MADV_DONTNEED "
+     "after decay_ms (RSS falls at once; reused memory faults in again). none: never"},
     {"decay_ms", OPT_UINT, &cv_options.decay_ms,
      "milliseconds free memory waits before it is purged (default 50)"},
-    {"background", OPT_BOOL, &cv_options.background,
-     "purge from a background thread, also while the program is idle (0/1)"},
+    {"lazy_ms", OPT_UINT, &cv_options.lazy_ms,
+     "milliseconds after its free that lazily purged memory goes with MADV_DONTNEED "
+     "(purge=staged), or that a purged large mapping is unmapped (default 1000)"},
+    {"background", OPT_BACKGROUND, &cv_options.background,
+     "a purger thread, which purges also while the program makes no call. auto "
+     "(default): started when more than 4 MiB waits to be purged, gone when nothing "
+     "does, never under a seccomp filter; 1: always; 0: never (purging then happens "
+     "only in malloc and free)"},
     {"cgroup", OPT_BOOL, &cv_options.cgroup,
      "near the cgroup memory limit, purge at once with MADV_DONTNEED (default 1)"},
     {"debug", OPT_DEBUG, &cv_options.debug,
@@ -95,12 +106,25 @@ static bool word_is(const char *v, size_t n, const char *w) {
 }
 
 static bool parse_purge(const char *v, size_t n, unsigned *out) {
-    if (word_is(v, n, "free"))
+    if (word_is(v, n, "staged"))
+        *out = PURGE_STAGED;
+    else if (word_is(v, n, "free"))
         *out = PURGE_FREE;
     else if (word_is(v, n, "dontneed"))
         *out = PURGE_DONTNEED;
     else if (word_is(v, n, "none"))
         *out = PURGE_NONE;
+    else
+        return false;
+    return true;
+}
+
+static bool parse_background(const char *v, size_t n, unsigned *out) {
+    bool on;
+    if (word_is(v, n, "auto"))
+        *out = BACKGROUND_AUTO;
+    else if (parse_bool(v, n, &on))
+        *out = on ? BACKGROUND_ON : BACKGROUND_OFF;
     else
         return false;
     return true;
@@ -177,6 +201,9 @@ static bool parse_item(const char *item, size_t n) {
             break;
         case OPT_PURGE:
             ok = parse_purge(value, vlen, (unsigned *)o->target);
+            break;
+        case OPT_BACKGROUND:
+            ok = parse_background(value, vlen, (unsigned *)o->target);
             break;
         case OPT_DEBUG:
             ok = parse_debug(value, vlen, (unsigned *)o->target);

@@ -214,6 +214,12 @@ static bool seccomp_free(void) {
     return *f == '0';
 }
 
+/* Whether this thread runs under a seccomp filter (or its status cannot
+ * be read): such a filter may forbid, or kill on, what carve would do. */
+bool cv_os_seccomp_filtered(void) {
+    return !seccomp_free();
+}
+
 void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size) {
     CV_ASSERT(b->n < OS_PURGE_BATCH);
     b->range[b->n].base = p;

@@ -196,6 +196,11 @@ int cv_stats_xml(FILE *fp) {
     return bad ? -1 : 0;
 }
 
+static const char *purge_name(unsigned mode) {
+    static const char *const names[] = {"staged", "free", "dontneed", "none"};
+    return mode < sizeof names / sizeof names[0] ? names[mode] : "?";
+}
+
 void cv_stats_print(void) {
     class_totals_t t;
     struct carve_stats st;
@@ -216,10 +221,10 @@ void cv_stats_print(void) {
     cv_msg_print("large: %zu blocks live, %zu bytes mapped, %zu bytes cached, %zu allocated in all\n",
                  st.large_live, st.large_mapped, st.large_cached,
                  atomic_load(&cv_stats.large_total));
-    cv_msg_print("memory: %zu bytes committed, %zu lazily freed, %zu purged since start (purge=%s, decay %u ms)",
-                 st.committed, st.lazy, st.purged,
-                 cv_options.purge == PURGE_FREE ? "free" : cv_options.purge == PURGE_DONTNEED ? "dontneed" : "none",
-                 cv_options.decay_ms);
+    cv_msg_print("memory: %zu bytes committed, %zu lazily freed, %zu purged since start "
+                 "(purge=%s, decay %u ms, lazy %u ms)",
+                 st.committed, st.lazy, st.purged, purge_name(cv_options.purge),
+                 cv_options.decay_ms, cv_options.lazy_ms);
     if (st.cgroup_limit)
         cv_msg_print(", cgroup limit %zu bytes", st.cgroup_limit);
     cv_msg_print("\n");

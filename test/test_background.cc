@@ -1,0 +1,329 @@
+// test_background.cc: the default purge policy (purge=staged) and the
+// purger thread that background=auto starts and ends (src/purge.c).
+//
+// With the defaults, freed memory must leave the RSS that top and ps show:
+// MADV_FREE first, MADV_DONTNEED lazy_ms after the free. A program that
+// goes idle cannot purge by itself, so a purger thread starts once more
+// than 4 MiB waits to be purged, and ends when nothing does; never in a
+// program that frees little, never under a seccomp filter, and not in a
+// fork child until the child has something to give back.
+//
+// Each test runs in a child process: the purger is process state, and the
+// child starts with none (threads do not survive fork).
+
+#include <carve.h>
+
+#include "util.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+namespace {
+
+using carve_test::child_outcome;
+using carve_test::child_ok;
+using carve_test::scaled;
+using carve_test::wait_child;
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+void sleep_ms(unsigned ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// The threads of this process, from /proc/self/status (0 if unreadable).
+int thread_count() {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == nullptr)
+        return 0;
+    char line[256];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != nullptr) {
+        if (strncmp(line, "Threads:", 8) == 0) {
+            n = atoi(line + 8);
+            break;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+// Waits up to ms for the thread count to become n.
+bool threads_become(int n, unsigned ms) {
+    for (unsigned t = 0; t < ms; t += 5) {
+        if (thread_count() == n)
+            return true;
+        sleep_ms(5);
+    }
+    return thread_count() == n;
+}
+
+// Small blocks of 16..1024 bytes, total bytes in all, written.
+std::vector<void *> alloc_small(size_t total) {
+    std::vector<void *> v;
+    size_t sum = 0;
+    for (size_t i = 0; sum < total; i++) {
+        size_t n = 16 + (i * 7919) % 1009;
+        void *p = carve_malloc(n);
+        if (p == nullptr)
+            break;
+        memset(p, 0x5c, n);
+        v.push_back(p);
+        sum += n;
+    }
+    return v;
+}
+
+void free_all(std::vector<void *> &v) {
+    for (void *p : v)
+        carve_free(p);
+    v.clear();
+}
+
+// Slices touched and not purged, and lazily purged ones (MADV_FREE'd,
+// still counted in RSS until the kernel takes them).
+struct Mem {
+    size_t committed, lazy;
+    Mem() {
+        carve_stats s;
+        carve_stats_read(&s);
+        committed = s.committed - s.large_mapped - s.large_cached;
+        lazy = s.lazy;
+    }
+};
+
+// The defaults, with the windows long enough that a slow sanitized build
+// still frees within one: what it frees is recent demand, so it waits for
+// the decay and the lazy stage instead of going at once as excess.
+int set_staged(unsigned decay_ms, unsigned lazy_ms) {
+    char decay[32], lazy[32];
+    snprintf(decay, sizeof decay, "decay_ms=%u", decay_ms);
+    snprintf(lazy, sizeof lazy, "lazy_ms=%u", lazy_ms);
+    if (carve_option_set("purge=staged") != 0 || carve_option_set(decay) != 0 ||
+        carve_option_set(lazy) != 0)
+        return 1;
+    return 0;
+}
+
+// Runs fn in a child process with the purger off in the parent's copy of
+// the options until fn sets what it tests; returns the wait status.
+int in_child(int (*fn)()) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == -1)
+        return -1;
+    if (pid == 0) {
+        alarm(30);
+        _exit(fn());
+    }
+    return wait_child(pid);
+}
+
+// Frees 32 MiB and sleeps, with no call into carve but statistics: the
+// purger starts, takes the memory through both stages, and ends.
+// Exit codes: 2 the purger never started, 3 memory still lazy or
+// resident, 4 the purger did not end.
+int auto_purger_gives_back_and_ends() {
+    if (set_staged(1000, 1500) != 0 || carve_option_set("background=auto") != 0)
+        return 1;
+    const size_t total = scaled(32 * kMiB, 16 * kMiB);
+    if (thread_count() != 1)
+        return 5;
+    std::vector<void *> v = alloc_small(total);
+    const Mem before;
+    free_all(v);
+    int most = thread_count();
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; i++) { // 5 s
+        sleep_ms(50);
+        int n = thread_count();
+        most = n > most ? n : most;
+        const Mem m;
+        gone = m.committed + total * 3 / 4 <= before.committed && m.lazy < total / 8;
+    }
+    if (most < 2)
+        return 2;
+    if (!gone)
+        return 3;
+    return threads_become(1, 3000) ? 0 : 4;
+}
+
+TEST(CarveBackground, AutoPurgerStartsGivesMemoryBackAndEnds) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int status = in_child(auto_purger_gives_back_and_ends);
+    EXPECT_TRUE(child_ok(status)) << child_outcome(status)
+                                  << " (2: no purger, 3: memory kept, 4: the purger stayed)";
+}
+
+// A program that frees little gets no thread: 1 MiB allocated and freed
+// again and again, with slow-path calls between.
+int little_frees_start_nothing() {
+    if (set_staged(50, 1000) != 0 || carve_option_set("background=auto") != 0)
+        return 1;
+    for (int i = 0; i < 20; i++) {
+        std::vector<void *> v = alloc_small(kMiB);
+        free_all(v);
+        void *big = carve_malloc(kMiB); // a slow path either way
+        carve_free(big);
+        sleep_ms(10);
+    }
+    return thread_count() == 1 ? 0 : 2;
+}
+
+TEST(CarveBackground, AProgramThatFreesLittleGetsNoThread) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int status = in_child(little_frees_start_nothing);
+    EXPECT_TRUE(child_ok(status)) << child_outcome(status) << " (2: a purger thread started)";
+}
+
+// Under a seccomp filter (here one that allows everything: it is the
+// filter's presence that counts) no thread is started, and the slow paths
+// take both stages instead.
+int no_thread_under_seccomp() {
+    struct sock_filter filter[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+    struct sock_fprog prog = {1, filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 77;
+    if (set_staged(20, 100) != 0 || carve_option_set("background=auto") != 0)
+        return 1;
+    const size_t total = scaled(32 * kMiB, 16 * kMiB);
+    std::vector<void *> v = alloc_small(total);
+    const Mem before;
+    free_all(v);
+    for (int i = 0; i < 10; i++) {
+        sleep_ms(60);
+        void *big = carve_malloc(kMiB); // a slow path: a pass when one is due
+        carve_free(big);
+    }
+    if (thread_count() != 1)
+        return 2;
+    const Mem m;
+    return m.committed + total * 3 / 4 <= before.committed && m.lazy < total / 8 ? 0 : 3;
+}
+
+TEST(CarveBackground, NoThreadUnderASeccompFilterAndTheSlowPathsPurge) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int status = in_child(no_thread_under_seccomp);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        GTEST_SKIP() << "seccomp filters are not available here";
+    EXPECT_TRUE(child_ok(status)) << child_outcome(status)
+                                  << " (2: a thread started, 3: memory kept)";
+}
+
+// A fork child of a process whose purger runs has none until it frees
+// enough itself.
+int fork_child_starts_its_own_when_needed() {
+    if (set_staged(1000, 1500) != 0 || carve_option_set("background=auto") != 0)
+        return 1;
+    const size_t total = scaled(32 * kMiB, 16 * kMiB);
+    std::vector<void *> v = alloc_small(total);
+    free_all(v);
+    if (!threads_become(2, 1000))
+        return 2; // the parent's purger did not start
+    std::vector<void *> w = alloc_small(total);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (thread_count() != 1)
+            _exit(3);
+        void *p = carve_malloc(100); // calls that free nothing start nothing
+        carve_free(p);
+        void *big = carve_malloc(kMiB);
+        carve_free(big);
+        if (thread_count() != 1)
+            _exit(4);
+        free_all(w); // now it has something to give back
+        _exit(threads_become(2, 1000) ? 0 : 5);
+    }
+    free_all(w);
+    const int status = wait_child(pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 6;
+}
+
+TEST(CarveBackground, AForkChildStartsNoPurgerUntilItNeedsOne) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int status = in_child(fork_child_starts_its_own_when_needed);
+    EXPECT_TRUE(child_ok(status)) << child_outcome(status)
+                                  << " (2: no purger in the parent, 3/4: a purger in the child"
+                                     " before it freed, 5: none after)";
+}
+
+// background=0 set at run time ends a running purger before it returns.
+int background_off_stops_the_purger() {
+    if (set_staged(1000, 1500) != 0 || carve_option_set("background=auto") != 0)
+        return 1;
+    std::vector<void *> v = alloc_small(scaled(32 * kMiB, 16 * kMiB));
+    free_all(v);
+    if (!threads_become(2, 1000))
+        return 2;
+    if (carve_option_set("background=0") != 0)
+        return 1;
+    return threads_become(1, 200) ? 0 : 3;
+}
+
+TEST(CarveBackground, BackgroundZeroEndsARunningPurger) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int status = in_child(background_off_stops_the_purger);
+    EXPECT_TRUE(child_ok(status)) << child_outcome(status)
+                                  << " (2: no purger started, 3: it did not end)";
+}
+
+// Without a thread, the two stages in order: after decay_ms the memory is
+// lazily freed (MADV_FREE: counted, still in RSS), after lazy_ms it is
+// gone (MADV_DONTNEED). purge=free stays at the first stage.
+int stages_in_order(const char *purge) {
+    if (set_staged(300, 800) != 0 || carve_option_set("background=0") != 0 ||
+        carve_option_set(purge) != 0)
+        return 1;
+    const size_t total = scaled(32 * kMiB, 16 * kMiB);
+    std::vector<void *> v = alloc_small(total);
+    free_all(v);
+    sleep_ms(350);
+    void *big = carve_malloc(kMiB);
+    carve_free(big);
+    const Mem first;
+    if (first.lazy < total / 2)
+        return 2;
+    sleep_ms(500);
+    big = carve_malloc(kMiB);
+    carve_free(big);
+    const Mem second;
+    const bool dropped = second.lazy < total / 8;
+    return dropped == (strcmp(purge, "purge=staged") == 0) ? 0 : 3;
+}
+
+int staged_stages() { return stages_in_order("purge=staged"); }
+int free_stays_lazy() { return stages_in_order("purge=free"); }
+
+TEST(CarveBackground, StagedPurgeGoesLazyThenDropsWhileFreeStaysLazy) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    int status = in_child(staged_stages);
+    EXPECT_TRUE(child_ok(status)) << "purge=staged: " << child_outcome(status)
+                                  << " (2: not lazily freed after decay_ms, 3: still lazy after lazy_ms)";
+    status = in_child(free_stays_lazy);
+    EXPECT_TRUE(child_ok(status)) << "purge=free: " << child_outcome(status)
+                                  << " (2: not lazily freed after decay_ms, 3: dropped after lazy_ms)";
+}
+
+TEST(CarveBackground, OptionsTakeTheirWords) {
+    EXPECT_EQ(carve_option_set("purge=staged"), 0);
+    EXPECT_EQ(carve_option_set("lazy_ms=2000"), 0);
+    EXPECT_EQ(carve_option_set("background=auto"), 0);
+    EXPECT_NE(carve_option_set("background=sometimes"), 0);
+    EXPECT_NE(carve_option_set("purge=later"), 0);
+    EXPECT_EQ(carve_option_set("lazy_ms=1000"), 0);
+}
+
+}  // namespace
