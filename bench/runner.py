@@ -151,11 +151,14 @@ WORKLOADS = [
              "1 GiB of 3.5..4 KiB blocks, then runs of 256 blocks freed and replaced at random"),
     Workload("phases", "c", False, 0.03, "phases", [],
              "grow to 1 GiB of small blocks, free 90% in long runs, pause 300 ms, regrow (3 rounds); "
-             "mean resident memory", variants=["carve-dontneed", "carve-bg"], resident=True,
+             "mean resident memory", variants=["carve-free", "carve-dontneed"], resident=True,
              quick_extra=["2"]),
     Workload("purge", "c", False, 0.03, "purge", [],
              "free 1 GiB of small blocks, then one 512 MiB block: RSS and LazyFree after 300 ms "
-             "and one more malloc", variants=["carve-dontneed", "carve-bg"], resident=True),
+             "and one more malloc", variants=["carve-free", "carve-dontneed"], resident=True),
+    Workload("visible_rss", "c", False, 0.03, "visible_rss", [],
+             "free 1 GiB of 16..1024 B blocks, then a little malloc/free every 50 ms (busy) or "
+             "none (idle): RSS as top shows it over 5 s", variants=["carve-free"], resident=True),
     Workload("python", "python", False, 0.17, desc="python3 running bench/workloads/objects.py"),
     Workload("gcc", "gcc", False, 0.1, desc="gcc -O2 -c on a generated C file"),
     Workload("sqlite", "sqlite", False, 0.1, desc="sqlite3 :memory: on a generated SQL script"),
@@ -210,7 +213,8 @@ PEERS = [("jemalloc", "libjemalloc.so.2", "libjemalloc2"),
 # --allocators, they run every workload. --allocators also takes
 # carve:KEY=VALUE[+KEY=VALUE...], a '+' for each comma of CARVE_OPTIONS
 # (carve:decay_ms=0+purge=dontneed is CARVE_OPTIONS=decay_ms=0,purge=dontneed).
-CARVE_VARIANTS = [("carve-dontneed", "purge=dontneed"),
+CARVE_VARIANTS = [("carve-free", "purge=free"),
+                  ("carve-dontneed", "purge=dontneed"),
                   ("carve-bg", "background=1")]
 ALLOCATOR_NAMES = ["carve"] + [n for n, _ in CARVE_VARIANTS] + ["glibc"] + [n for n, _, _ in PEERS]
 
@@ -320,25 +324,30 @@ current_pgid = None
 
 class RunResult:
     """One run. resident_kib: the program's own "mean_resident_kib=" (mean
-    of Rss - LazyFree, phases and purge), else None; points: its "mem POINT
-    rss_kib=N lazyfree_kib=M" lines, as [(point, rss, lazyfree)]."""
+    of Rss - LazyFree: phases, purge, visible_rss), else None; visible_kib:
+    its "mean_rss_kib=" (the same of Rss as top shows it, LazyFree
+    included); points: its "mem POINT rss_kib=N lazyfree_kib=M" lines, as
+    [(point, rss, lazyfree)]."""
 
-    def __init__(self, time_s, rss_kib, ok, why="", result=None, resident_kib=None, points=()):
+    def __init__(self, time_s, rss_kib, ok, why="", result=None, resident_kib=None, points=(),
+                 visible_kib=None):
         self.time_s, self.rss_kib, self.ok, self.why, self.result = time_s, rss_kib, ok, why, result
-        self.resident_kib, self.points = resident_kib, list(points)
+        self.resident_kib, self.points, self.visible_kib = resident_kib, list(points), visible_kib
 
 
 RESIDENT_RE = re.compile(r"^mean_resident_kib=(\d+)", re.M)
+VISIBLE_RE = re.compile(r"\bmean_rss_kib=(\d+)", re.M)
 POINT_RE = re.compile(r"^mem (\S+) rss_kib=(-?\d+) lazyfree_kib=(-?\d+)\s*$", re.M)
 
 
 def memory_report(stdout):
-    """(mean resident KiB or None, [(point, rss KiB, LazyFree KiB)]) from a
-    workload's output."""
+    """(mean resident KiB or None, [(point, rss KiB, LazyFree KiB)], mean
+    visible RSS KiB or None) from a workload's output."""
     text = stdout.decode("utf-8", "replace")
     m = RESIDENT_RE.search(text)
+    v = VISIBLE_RE.search(text)
     points = [(p, int(r), int(z)) for p, r, z in POINT_RE.findall(text)]
-    return (int(m.group(1)) if m else None), points
+    return (int(m.group(1)) if m else None), points, (int(v.group(1)) if v else None)
 
 
 def run_program(argv, alloc, stdin_path, timeout):
@@ -416,10 +425,11 @@ def run_workload(w, alloc, threads, scale, timeout, tmpdir, quick=False):
         result = w.result(out, tmpdir)
     except WrongResult as e:
         return RunResult(wall, rss, False, "wrong result: %s" % e)
-    resident, points = memory_report(out) if w.kind == "c" else (None, [])
+    resident, points, visible = memory_report(out) if w.kind == "c" else (None, [], None)
     if w.resident and resident is None:
         return RunResult(wall, rss, False, "wrong result: no 'mean_resident_kib=' line in the output")
-    return RunResult(wall, rss, True, result=result, resident_kib=resident, points=points)
+    return RunResult(wall, rss, True, result=result, resident_kib=resident, points=points,
+                     visible_kib=visible)
 
 
 # ---- progress --------------------------------------------------------------
@@ -483,6 +493,11 @@ class Cell:
     def median_resident(self):
         """Median of the runs' mean resident memory (KiB), when they report it."""
         vals = [r.resident_kib for r in self.good() if r.resident_kib is not None]
+        return statistics.median(vals) if vals else None
+
+    def median_visible(self):
+        """Median of the runs' mean RSS as top shows it (KiB), when they report it."""
+        vals = [r.visible_kib for r in self.good() if r.visible_kib is not None]
         return statistics.median(vals) if vals else None
 
     def median_points(self):
@@ -669,6 +684,16 @@ def render_table(groups, table, allocs, args, header_lines):
                  "out: the kernel takes it back, without writing it anywhere, whenever it needs memory.",
                  "(ratio) = other / carve: > 1 means carve holds less memory, < 1 means more"],
                 resident_rows)
+    visible_rows = [(w, t) for w, t in groups
+                    if any(c.median_visible() is not None for c in table[(w.name, t)].values())]
+    if visible_rows:
+        section("Mean RSS as top and ps show it (LazyFree included): median of %d runs, MiB"
+                % args.runs, lambda c: mib(c.median_visible()), "%.1f",
+                ["the same times as the table above, with what was given back with MADV_FREE and",
+                 "not yet taken by the kernel counted: what monitoring and OOM scripts read.",
+                 "visible_rss: Rss 2 s after the frees (busy) and 5 s after (idle), mean of the two.",
+                 "(ratio) = other / carve: > 1 means carve shows less memory, < 1 means more"],
+                visible_rows)
 
     for w, t in groups:
         cells = table[(w.name, t)]
@@ -725,16 +750,18 @@ def write_csv(path, groups, table, allocs):
     with open(path, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["workload", "allocator", "threads", "median_time_s", "median_peak_rss_kib",
-                      "runs", "failures", "median_mean_resident_kib"])
+                      "runs", "failures", "median_mean_resident_kib", "median_mean_rss_kib"])
         for w, t in groups:
             for a in allocs:
                 c = table[(w.name, t)].get(a.name)
                 if c is None:
                     continue
                 mt, mr, mres = c.median_time(), c.median_rss(), c.median_resident()
+                mvis = c.median_visible()
                 out.writerow([w.name, a.name, t, "" if mt is None else "%.4f" % mt,
                               "" if mr is None else "%d" % mr, len(c.runs), len(c.failures()),
-                              "" if mres is None else "%d" % mres])
+                              "" if mres is None else "%d" % mres,
+                              "" if mvis is None else "%d" % mvis])
 
 
 def write_runs_csv(path, groups, table, allocs):
@@ -773,7 +800,7 @@ def write_points_csv(path, groups, table, allocs):
 
 
 COLORS = {"glibc": "#4477aa", "jemalloc": "#ee6677", "mimalloc": "#228833", "tcmalloc": "#ccbb44",
-          "carve-dontneed": "#777777", "carve-bg": "#bbbbbb"}
+          "carve-dontneed": "#777777", "carve-bg": "#bbbbbb", "carve-free": "#999999"}
 
 
 def write_chart(outdir, groups, table, allocs):
@@ -872,7 +899,7 @@ def write_chart(outdir, groups, table, allocs):
     plot(1, "peak RSS, other / carve  (> 1: carve uses less memory)", "RSS ratio")
     if has_resident:
         plot(2, "mean resident memory (RSS - LazyFree), other / carve  (> 1: carve holds less; "
-             "phases and purge only)", "resident ratio")
+             "phases, purge, visible_rss)", "resident ratio")
     gp.append("unset multiplot")
     script = os.path.join(outdir, "chart.gp")
     with open(script, "w") as fh:
@@ -1047,7 +1074,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="small scales and 2 runs: a smoke test")
     p.add_argument("--only", help="comma-separated workloads to run")
     p.add_argument("--allocators", help="comma-separated allocators to compare carve with "
-                   "(glibc,jemalloc,mimalloc,tcmalloc; carve-dontneed, carve-bg, or carve:KEY=VALUE[+KEY=VALUE] "
+                   "(glibc,jemalloc,mimalloc,tcmalloc; carve-free, carve-dontneed, carve-bg, or carve:KEY=VALUE[+KEY=VALUE] "
                    "for carve with CARVE_OPTIONS; carve always runs)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every workload's size (default 1)")
     p.add_argument("--timeout", type=int, help="seconds before a run counts as a FAIL (default 300; --quick: 60)")

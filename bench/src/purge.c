@@ -25,7 +25,8 @@
  * The program then prints "mean_resident_kib=<mean over the two parts of
  * Rss - LazyFree at +1MiB>": what is still really held once the memory had
  * time to go back (LazyFree pages are still counted in Rss, but the kernel
- * takes them whenever it needs them).
+ * takes them whenever it needs them), and "mean_rss_kib=" the same of Rss,
+ * as top and ps show it.
  *
  * usage: purge THREADS SCALE   (THREADS is ignored)
  */
@@ -42,6 +43,7 @@ struct part_result {
     long blocks;
     long peak_rss_kib;
     long final_resident_kib;
+    long final_rss_kib;
 };
 
 static long point(const char *part, const char *name, struct part_result *r)
@@ -70,6 +72,7 @@ static void wait_and_poke(const char *part, struct part_result *r)
     point(part, "waited", r);
     poke();
     r->final_resident_kib = point(part, "+1MiB", r);
+    r->final_rss_kib = mem_now().rss_kib;
 }
 
 static void small_part(double scale, struct part_result *r)
@@ -161,7 +164,8 @@ int main(int argc, char **argv)
     report_malloc_provider();
     s = run_part(small_part, a.scale, "small");
     l = run_part(large_part, a.scale, "large");
-    printf("mean_resident_kib=%ld peak_rss_kib=%ld\n", (s.final_resident_kib + l.final_resident_kib) / 2,
+    printf("mean_resident_kib=%ld mean_rss_kib=%ld peak_rss_kib=%ld\n",
+           (s.final_resident_kib + l.final_resident_kib) / 2, (s.final_rss_kib + l.final_rss_kib) / 2,
            s.peak_rss_kib > l.peak_rss_kib ? s.peak_rss_kib : l.peak_rss_kib);
     printf("ok small_blocks=%ld checksum=%016llx\n", s.blocks,
            (unsigned long long)(s.free_sum ^ (l.free_sum * PATTERN_K)));
