@@ -356,11 +356,11 @@ CARVE_EXPORT int carve_option_set(const char *key_value) {
     if (key_value == NULL || !cv_init())
         return -1;
     bool thp = cv_options.thp;
-    unsigned background = cv_options.background;
+    /* the purger reads the options: it ends first, and a slow path starts
+     * it again if it is still wanted and has work */
+    cv_purge_stop();
     if (!cv_options_set(key_value))
         return -1;
-    if (cv_options.background == BACKGROUND_OFF && background != BACKGROUND_OFF)
-        cv_purge_stop();
     /* Cached large mappings keep the huge-page advice they were made with,
      * and a block that reused one would too: start the cache afresh. */
     if (cv_options.thp != thp)

@@ -44,7 +44,7 @@ static struct {
     pthread_mutex_t mutex;     /* stop and the purger's naps */
     pthread_cond_t wake;
     bool stop;                 /* cv_purge_stop: the purger must end */
-} purge = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+} purge = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 /* ---- cgroup limits ------------------------------------------------------ */
 
@@ -320,8 +320,8 @@ void cv_purge_start(void) {
     pthread_attr_destroy(&attr);
 }
 
-/* background=0 set at run time (carve_option_set): returns once the purger
- * has ended, so that no pass runs after it. */
+/* An option set at run time (carve_option_set): returns once the purger
+ * has ended, so that it reads no option while it changes. */
 void cv_purge_stop(void) {
     pthread_mutex_lock(&purge.mutex);
     purge.stop = true;
