@@ -78,20 +78,14 @@
  * exit.
  *
  * ---- Reports ----------------------------------------------------------------
- * cv_msg_fatal (msg.c) writes the line with write(2) from a stack buffer
- * and calls cv_debug_backtrace before abort(). The backtrace uses libgcc's
- * unwinder (_Unwind_Backtrace, linked, so no dlopen and no malloc when it
- * runs: glibc's backtrace() would dlopen libgcc_s, which allocates, on its
- * first call) and glibc's backtrace_symbols_fd, which does not allocate.
- * Frame pointers are not used: -O2 code has none.
+ * cv_msg_fatal (msg.c) writes the line with write(2) from a stack buffer,
+ * then a backtrace, and aborts.
  */
 #define _GNU_SOURCE
 #include "debug.h"
 
-#include <execinfo.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <unwind.h>
 
 extern pthread_key_t cv_heap_key;
 
@@ -316,44 +310,6 @@ static CARVE_COLD __attribute__((noreturn)) void report_size(uintptr_t b, size_t
     cv_msg_fatal(what, (void *)b, detail, func);
 }
 
-void cv_assert_fail(const char *expr, const char *file, int line) {
-    cv_msg_print("carve: internal assertion failed: %s (%s:%d)\n", expr, file, line);
-    cv_debug_backtrace();
-    abort();
-}
-
-/* ---- backtrace ----------------------------------------------------------------- */
-
-typedef struct trace {
-    void **pc;
-    int n, cap, skip;
-} trace_t;
-
-static _Unwind_Reason_Code trace_step(struct _Unwind_Context *ctx, void *arg) {
-    trace_t *t = arg;
-    uintptr_t ip = _Unwind_GetIP(ctx);
-    if (ip == 0)
-        return _URC_END_OF_STACK;
-    if (t->skip > 0) {
-        t->skip--;
-        return _URC_NO_REASON;
-    }
-    t->pc[t->n++] = (void *)ip;
-    return t->n < t->cap ? _URC_NO_REASON : _URC_END_OF_STACK;
-}
-
-void cv_debug_backtrace(void) {
-    /* A fault inside the unwinder would come back here: once is enough. */
-    static _Atomic bool busy;
-    if (atomic_exchange(&busy, true))
-        return;
-    void *pc[48];
-    trace_t t = {pc, 0, 48, 2}; /* skip this function and cv_msg_fatal */
-    _Unwind_Backtrace(trace_step, &t);
-    cv_msg_print("carve: backtrace (%d frames):\n", t.n);
-    backtrace_symbols_fd(pc, t.n, 2);
-}
-
 /* ---- the debug heap ------------------------------------------------------------- */
 
 static CARVE_TLS heap_t *dbg_heap;
@@ -448,7 +404,7 @@ static void on_segv(int sig, siginfo_t *info, void *ctx) {
     describe_fault((uintptr_t)info->si_addr, line, sizeof line);
     if (line[0] != '\0') {
         cv_os_write_stderr(line, strlen(line));
-        cv_debug_backtrace();
+        cv_msg_backtrace();
     }
 }
 

@@ -93,12 +93,12 @@ void cv_msg_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn, cold)) void cv_msg_fatal(const char *what, const void *addr,
                                                   const char *detail, const char *func);
 
-/* A backtrace of the calling thread on stderr, without allocating (debug.c);
+/* A backtrace of the calling thread on stderr, without allocating;
  * cv_msg_fatal prints one after its line. */
-void cv_debug_backtrace(void);
+void cv_msg_backtrace(void);
 
 /* Internal invariants, checked only in --enable-debug builds (config_debug
- * is a constant: a release build compiles the test away). debug.c. */
+ * is a constant: a release build compiles the test away). msg.c. */
 __attribute__((noreturn, cold)) void cv_assert_fail(const char *expr, const char *file, int line);
 #define CV_ASSERT(x)                                \
     do {                                            \
@@ -302,7 +302,7 @@ bool cv_purge_pressure(void); /* near the cgroup's memory limit */
 void cv_purge_fork_child(void);
 size_t cv_purge_limit(void);
 void cv_purge_start(void);  /* at a safe point, when cv_purge_start_wanted */
-void cv_purge_stop(void);   /* background=0 set at run time: the purger ends */
+void cv_purge_stop(void);   /* the purger ends (options change at run time) */
 extern _Atomic bool cv_purge_start_wanted;
 
 /* Where the heaps are consistent and no lock is held (the entry points'

@@ -1,13 +1,22 @@
 /*
- * msg.c: output that never allocates. stdio may call malloc, and an
- * allocator that reports heap corruption cannot trust its own heap, so
- * error lines and statistics are formatted here into a stack buffer and
- * written with write(2).
+ * msg.c: output that never allocates, and the fatal path. stdio may call
+ * malloc, and an allocator that reports heap corruption cannot trust its
+ * own heap, so error lines and statistics are formatted here into a stack
+ * buffer and written with write(2).
+ *
+ * A fatal report is one line, a backtrace, and abort(). The backtrace uses
+ * libgcc's unwinder (_Unwind_Backtrace, linked, so no dlopen and no malloc
+ * when it runs: glibc's backtrace() would dlopen libgcc_s, which allocates,
+ * on its first call) and glibc's backtrace_symbols_fd, which does not
+ * allocate. Frame pointers are not used: -O2 code has none.
  */
+#define _GNU_SOURCE
 #include "internal.h"
 
+#include <execinfo.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <unwind.h>
 
 typedef struct out {
     char *buf;
@@ -141,11 +150,51 @@ void cv_msg_print(const char *fmt, ...) {
     cv_os_write_stderr(buf, n);
 }
 
+/* ---- backtrace ---------------------------------------------------------- */
+
+typedef struct trace {
+    void **pc;
+    int n, cap, skip;
+} trace_t;
+
+static _Unwind_Reason_Code trace_step(struct _Unwind_Context *ctx, void *arg) {
+    trace_t *t = arg;
+    uintptr_t ip = _Unwind_GetIP(ctx);
+    if (ip == 0)
+        return _URC_END_OF_STACK;
+    if (t->skip > 0) {
+        t->skip--;
+        return _URC_NO_REASON;
+    }
+    t->pc[t->n++] = (void *)ip;
+    return t->n < t->cap ? _URC_NO_REASON : _URC_END_OF_STACK;
+}
+
+void cv_msg_backtrace(void) {
+    /* A fault inside the unwinder would come back here: once is enough. */
+    static _Atomic bool busy;
+    if (atomic_exchange(&busy, true))
+        return;
+    void *pc[48];
+    trace_t t = {pc, 0, 48, 2}; /* skip this function and cv_msg_fatal */
+    _Unwind_Backtrace(trace_step, &t);
+    cv_msg_print("carve: backtrace (%d frames):\n", t.n);
+    backtrace_symbols_fd(pc, t.n, 2);
+}
+
+/* ---- fatal reports ------------------------------------------------------- */
+
 void cv_msg_fatal(const char *what, const void *addr, const char *detail, const char *func) {
     char buf[256];
     size_t n = cv_msg_format(buf, sizeof buf, "carve: %s of %p (%s) in %s()\n", what, addr,
                              detail, func);
     cv_os_write_stderr(buf, n);
-    cv_debug_backtrace();
+    cv_msg_backtrace();
+    abort();
+}
+
+void cv_assert_fail(const char *expr, const char *file, int line) {
+    cv_msg_print("carve: internal assertion failed: %s (%s:%d)\n", expr, file, line);
+    cv_msg_backtrace();
     abort();
 }
