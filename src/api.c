@@ -53,6 +53,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
         large_t *h = cv_large_header(a, kind, func);
         if (h != NULL) {
             cv_large_free(h);
+            cv_purge_tick();
             cv_purge_safe_point();
             return;
         }
@@ -239,6 +240,7 @@ static void *alloc_aligned(size_t align, size_t size, const char *func) {
                 return do_malloc(s);
         }
     }
+    cv_purge_tick(); /* new memory: let decayed memory go first */
     return cv_large_alloc(size, align, false);
 }
 

@@ -172,7 +172,7 @@ static void populate_runs(chunk_t *chunk, uint64_t slices) {
     }
 }
 
-page_t *cv_arena_page_alloc(size_t slices, bool dense) {
+page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
     unsigned n = (unsigned)slices;
     cv_arena_lock();
     /* Slices touched before first (resident, or purged lazily and perhaps
@@ -194,7 +194,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense) {
         chunk = fallback;
         first = fallback_first;
     }
-    bool grew = false;
+    *grew = false;
     if (chunk == NULL) {
         chunk = chunk_new();
         if (chunk == NULL) {
@@ -202,7 +202,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense) {
             return NULL;
         }
         first = 1;
-        grew = true;
+        *grew = true;
     }
     uint64_t mask = run_mask(first, n);
     idle_add(-(ptrdiff_t)__builtin_popcountll(chunk->slices_resident & mask));
@@ -234,8 +234,6 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense) {
         chunk->slice_page[i] = (uint8_t)first;
     cv_arena_unlock();
     populate_runs(chunk, populate);
-    if (grew) /* growing: near a memory limit, free memory must go first */
-        cv_purge_tick();
     return page;
 }
 
@@ -288,14 +286,12 @@ static bool over_budget(void) {
     return arena.idle > idle_budget() + IDLE_STEP;
 }
 
-void cv_arena_page_free(page_t *page) {
+bool cv_arena_page_free(page_t *page) {
     cv_arena_lock();
     cv_arena_page_free_locked(page);
     bool excess = over_budget();
     cv_arena_unlock();
-    if (excess)
-        cv_purge_excess();
-    cv_purge_tick();
+    return excess;
 }
 
 /* ---- abandoned pages ---------------------------------------------------- */
@@ -340,7 +336,7 @@ page_t *cv_arena_adopt(unsigned class_idx) {
 
 /* A remote free landed in a page with no owner: collect its remote frees
  * and give the page back once nothing in it is live. */
-void cv_arena_free_abandoned(page_t *page) {
+bool cv_arena_free_abandoned(page_t *page) {
     bool excess = false;
     cv_arena_lock();
     /* The caller's blocks are pushed already: another thread may have
@@ -356,8 +352,7 @@ void cv_arena_free_abandoned(page_t *page) {
         }
     }
     cv_arena_unlock();
-    if (excess)
-        cv_purge_excess();
+    return excess;
 }
 
 /* ---- metadata ----------------------------------------------------------- */

@@ -487,7 +487,7 @@ static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
         return NULL;
     size_t end_off = page_round(lead + size);
     size_t map_size = end_off + (guarded() ? CARVE_PAGE : 0);
-    cv_purge_tick(); /* new memory: let decayed memory go first (large.c does) */
+    cv_purge_tick(); /* new memory: let decayed memory go first */
     uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE, false);
     if (base == NULL)
         return NULL;
@@ -786,10 +786,12 @@ static void release(blk_t *b, const char *func) {
         break;
     }
     case BLK_PLAIN:
-        if (b->large != NULL)
+        if (b->large != NULL) {
             cv_large_free(b->large);
-        else
+            cv_purge_tick();
+        } else {
             cv_heap_free_remote(b->page, (block_t *)b->a, func);
+        }
         break;
     }
 }
@@ -858,8 +860,10 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
     }
     /* Alignments of a chunk or more keep the release layout (large.c):
      * rare, and the mapping's header would not be in the user's slot. */
-    if (align >= CHUNK_SIZE)
+    if (align >= CHUNK_SIZE) {
+        cv_purge_tick(); /* new memory: let decayed memory go first */
         return cv_large_alloc(size, align, zero);
+    }
     size_t min_align = size <= 8 ? 8 : ALIGN_MIN;
     if (align < min_align)
         align = min_align;

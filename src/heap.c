@@ -130,11 +130,19 @@ static void page_from_full(heap_t *heap, page_t *page) {
     atomic_fetch_and_explicit(&page->thread_free, ~TF_FULL, memory_order_relaxed);
 }
 
+/* A page back to the arena, and the purge policy told: the excess over
+ * recent demand goes now, what has decayed when a pass is due. */
+static void page_to_arena(page_t *page) {
+    if (cv_arena_page_free(page))
+        cv_purge_excess();
+    cv_purge_tick();
+}
+
 /* A page whose every block is back: give it to the arena. A current page
  * comes here only from retire_idle (it holds the pin until then). */
 static void page_retire(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->queues[page->class_idx], page);
-    cv_arena_page_free(page);
+    page_to_arena(page);
 }
 
 /* Spare pages. A page of one block (classes from 40 KiB up) empties at
@@ -320,7 +328,8 @@ static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n
     if (likely((old & TF_FLAGS) == 0))
         return;
     if (old & TF_ABANDONED) {
-        cv_arena_free_abandoned(page); /* checks that the chunk is still there */
+        if (cv_arena_free_abandoned(page)) /* checks that the chunk is still there */
+            cv_purge_excess();
     } else if (heap != NULL) {
         /* The page sits in that heap's full list (heaps are never
          * unmapped). NULL: it was being abandoned, which collects. */
@@ -559,7 +568,10 @@ static page_t *find_page(heap_t *heap, unsigned c) {
     bool dense = heap->pages_taken[c] >= 2 && cv_class_size[c] <= CARVE_PAGE && !heap->debug;
     if (heap->pages_taken[c] < UINT8_MAX)
         heap->pages_taken[c]++;
-    page = cv_arena_page_alloc(page_slices(heap, c), dense);
+    bool grew;
+    page = cv_arena_page_alloc(page_slices(heap, c), dense, &grew);
+    if (grew) /* growing: near a memory limit, free memory must go first */
+        cv_purge_tick();
     if (page == NULL)
         return NULL;
     cv_page_init(page, c, heap);
@@ -590,8 +602,10 @@ static CARVE_NOINLINE void *alloc_exited(size_t size, bool zero) {
 
 void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
     if (size > SMALL_MAX) { /* no heap needed (cv_init: the first call may be this one) */
-        if (likely(cv_init()))
+        if (likely(cv_init())) {
+            cv_purge_tick(); /* new memory: let decayed memory go first */
             return cv_large_alloc(size, 0, zero);
+        }
         errno = ENOMEM;
         return NULL;
     }
@@ -741,7 +755,7 @@ void cv_heap_trim(void) {
         cv_page_collect(page);
         if (page->used == 1) { /* the pin alone */
             queue_remove(heap, &heap->queues[c], page);
-            cv_arena_page_free(page);
+            page_to_arena(page);
         }
     }
 }

@@ -4,13 +4,8 @@
  * the cv_ prefix so that a static link cannot clash with a program's names;
  * static functions inside a module use short names.
  *
- * Layers, high to low (a module only calls modules below it):
- *   api.c (public entry points)
- *   heap.c (thread heaps), large.c (large blocks)
- *   page.c (free lists inside one page)
- *   arena.c (chunks, slices, reservations, the chunk map)
- *   os.c (kernel calls, environment), msg.c (output without malloc)
- *   cross-cutting: size_class.c, options.c, stats.c, init.c
+ * A module only calls modules of its layer or below: the order is in
+ * doc/design.md ("Layers"), and test/check-layers enforces it.
  */
 #ifndef CARVE_INTERNAL_H
 #define CARVE_INTERNAL_H
@@ -140,14 +135,17 @@ CARVE_INLINE page_t *cv_page_of(chunk_t *chunk, uintptr_t a) {
     return &chunk->pages[chunk->slice_page[(a & CHUNK_MASK) >> SLICE_SHIFT]];
 }
 
-page_t *cv_arena_page_alloc(size_t slices, bool dense);
-void cv_arena_page_free(page_t *page);
+/* The arena is mechanism: it says when the purge policy has work (grew: a
+ * new chunk was mapped; true from a free: more idle slices than recent
+ * demand calls for), and its callers tell purge.c. */
+page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew);
+bool cv_arena_page_free(page_t *page);
 void cv_arena_page_free_locked(page_t *page);
 void cv_arena_lock(void);
 void cv_arena_unlock(void);
 void cv_arena_abandon_locked(page_t *page);
 page_t *cv_arena_adopt(unsigned class_idx);
-void cv_arena_free_abandoned(page_t *page);
+bool cv_arena_free_abandoned(page_t *page);
 void *cv_arena_meta_alloc(size_t size);
 bool cv_arena_trim(void);
 size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed);
@@ -291,16 +289,24 @@ CARVE_INLINE size_t cv_large_usable(const large_t *h) {
 
 /* ---- init.c ------------------------------------------------------------ */
 bool cv_init(void);
+
+/* ---- fork.c ------------------------------------------------------------ */
+void cv_fork_prepare(void);
+void cv_fork_parent(void);
+void cv_fork_child(void);
 extern _Atomic int cv_init_state; /* 2 when ready */
+
+/* ---- cgroup.c -------------------------------------------------------- */
+void cv_cgroup_init(void);
+size_t cv_cgroup_limit(void);   /* bytes, 0 if none */
+bool cv_cgroup_pressure(void);  /* what carve holds is past 3/4 of it */
 
 /* ---- purge.c: when free memory goes back ------------------------------ */
 void cv_purge_init(void);
 void cv_purge_tick(void);   /* from slow paths: purge what has decayed */
 void cv_purge_excess(void); /* free slices past recent demand: now */
 bool cv_purge_trim(void);   /* malloc_trim: everything now */
-bool cv_purge_pressure(void); /* near the cgroup's memory limit */
 void cv_purge_fork_child(void);
-size_t cv_purge_limit(void);
 void cv_purge_start(void);  /* at a safe point, when cv_purge_start_wanted */
 void cv_purge_stop(void);   /* the purger ends (options change at run time) */
 extern _Atomic bool cv_purge_start_wanted;

@@ -322,7 +322,7 @@ static bool cache_keep(entry_t e) {
 static bool cache_put(large_t *h) {
     if (cv_options.decay_ms == 0 && cv_options.purge != PURGE_NONE)
         return false; /* purge at once: nothing waits */
-    if (h->lead != 0 || cv_purge_pressure())
+    if (h->lead != 0 || cv_cgroup_pressure())
         return false;
     entry_t e = {.base = (uint8_t *)h, .size = h->map_size, .freed_ms = cv_os_now_ms()};
     return cache_keep(e);
@@ -413,7 +413,6 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
         if (zero) /* fresh mappings read as zero; a reused one does not */
             memset(h, 0, block);
     } else {
-        cv_purge_tick(); /* new memory: let decayed memory go first */
         uint8_t *base = cv_os_map_aligned(lead + map_size, malign, false);
         if (base == NULL) {
             errno = ENOMEM;
@@ -461,7 +460,6 @@ void cv_large_free(large_t *h) {
     atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
     if (!cache_put(h))
         cv_os_unmap((uint8_t *)h - h->lead, h->lead + h->map_size);
-    cv_purge_tick();
 }
 
 void *cv_large_realloc(large_t *h, size_t size) {

@@ -94,7 +94,7 @@ static void read_with(struct carve_stats *st, class_totals_t *t) {
     st->purged = t->small_purged + atomic_load_explicit(&cv_stats.large_purged, memory_order_relaxed);
     st->lazy = atomic_load_explicit(&cv_stats.small_lazy, memory_order_relaxed) +
                atomic_load_explicit(&cv_stats.large_lazy, memory_order_relaxed);
-    st->cgroup_limit = cv_purge_limit();
+    st->cgroup_limit = cv_cgroup_limit();
     const struct {
         const char *name;
         const cv_lock_t *lock;
@@ -231,4 +231,11 @@ void cv_stats_print(void) {
     for (size_t i = 0; i < st.lock_count; i++)
         cv_msg_print("lock %s: taken %zu times, %zu of them contended\n", st.locks[i].name,
                      st.locks[i].acquired, st.locks[i].contended);
+}
+
+/* stats=1: the statistics at exit (a destructor, so that a program that
+ * never calls exit() through the C library's atexit path still prints). */
+__attribute__((destructor)) static void print_at_exit(void) {
+    if (cv_options.stats_at_exit)
+        cv_stats_print();
 }
