@@ -158,7 +158,8 @@ WORKLOADS = [
              "and one more malloc", variants=["carve-free", "carve-dontneed"], resident=True),
     Workload("visible_rss", "c", False, 0.03, "visible_rss", [],
              "free 1 GiB of 16..1024 B blocks, then a little malloc/free every 50 ms (busy) or "
-             "none (idle): RSS as top shows it over 5 s", variants=["carve-free"], resident=True),
+             "none (idle): RSS as top shows it over 5 s", variants=["carve-free"], resident=True,
+             quick_extra=["1000"]),
     Workload("python", "python", False, 0.17, desc="python3 running bench/workloads/objects.py"),
     Workload("gcc", "gcc", False, 0.1, desc="gcc -O2 -c on a generated C file"),
     Workload("sqlite", "sqlite", False, 0.1, desc="sqlite3 :memory: on a generated SQL script"),

@@ -23,7 +23,8 @@
  * MADV_FREE'd memory (LazyFree) is still in Rss until the kernel needs it:
  * what monitoring sees is Rss.
  *
- * usage: visible_rss THREADS SCALE   (THREADS is ignored)
+ * usage: visible_rss THREADS SCALE [WATCH_MS]   (THREADS is ignored; WATCH_MS,
+ * default 5000, ends the watch early: the points after it are left out)
  */
 #include "common.h"
 #include <sys/mman.h>
@@ -32,7 +33,6 @@
 #define MIN_SIZE 16
 #define MAX_SIZE 1024
 #define STEP_MS 50
-#define WATCH_MS 5000
 
 struct part_result {
     uint64_t alloc_sum, free_sum;
@@ -70,6 +70,8 @@ static void nibble(uint64_t *rng)
     free(p);
 }
 
+static long watch_ms = 5000;
+
 static void part(double scale, int busy, struct part_result *r)
 {
     const char *name = busy ? "busy" : "idle";
@@ -83,7 +85,13 @@ static void part(double scale, int busy, struct part_result *r)
     static const long marks[] = { 500, 1000, 2000, 3000, 5000 };
     static const char *const mark_names[] = { "0.5s", "1s", "2s", "3s", "5s" };
     long deadline = busy ? 2000 : 5000;
+    unsigned n_marks = 0;
     unsigned next_mark = 0;
+
+    while (n_marks < sizeof marks / sizeof marks[0] && marks[n_marks] <= watch_ms)
+        n_marks++;
+    if (deadline > watch_ms)
+        deadline = marks[n_marks - 1];
 
     if (blocks == MAP_FAILED)
         die("visible_rss: mmap of the block list failed");
@@ -103,7 +111,7 @@ static void part(double scale, int busy, struct part_result *r)
     r->visible_ms = -1;
 
     double start = now_seconds();
-    for (long t = 0; next_mark < sizeof marks / sizeof marks[0];) {
+    for (long t = 0; next_mark < n_marks;) {
         long wait = t + STEP_MS - (long)((now_seconds() - start) * 1000.0);
         if (wait > 0)
             sleep_ms(wait);
@@ -168,9 +176,13 @@ static struct part_result run_part(void (*fn)(double, struct part_result *), dou
 
 int main(int argc, char **argv)
 {
-    struct args a = parse_args(argc, argv, "");
+    struct args a = parse_args(argc, argv, "[WATCH_MS]");
     struct part_result b, i;
 
+    if (a.argc > 0)
+        watch_ms = atol(a.argv[0]);
+    if (watch_ms < 500)
+        die("visible_rss: WATCH_MS below 500");
     report_malloc_provider();
     b = run_part(busy_part, a.scale, "busy");
     i = run_part(idle_part, a.scale, "idle");
