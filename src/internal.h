@@ -179,12 +179,19 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero);
 void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p);
 const heap_t *cv_heap_first(void); /* every heap ever made, via next_all */
 void cv_heap_bins_off(heap_t *heap);
+/* heap.c for free.c (one layer: the heap's page queues and its bins) */
+void cv_heap_page_unfull(heap_t *heap, page_t *page);
+void cv_heap_page_emptied(heap_t *heap, page_t *page);
+void cv_heap_bins_init(heap_t *heap);
+void cv_heap_bins_reset(heap_t *heap);
+void cv_heap_bin_empty(heap_t *heap, bin_t *bin);
+void cv_heap_bins_empty(heap_t *heap);
 void cv_heap_free_local_slow(page_t *page);
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
 void cv_heap_thread_done(void *heap);
 void cv_heap_release(heap_t *heap);
-void cv_heap_fork_child(void);
+void cv_heap_abandon_locked(page_t *page); /* under the arena lock */
 void cv_heap_trim(void);
 
 CARVE_INLINE heap_t *cv_heap_get(void) {
