@@ -59,7 +59,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
         }
     }
     /* also a large block's second free: its slot was cleared */
-    cv_debug_bad_pointer(p, "invalid free", func);
+    cv_report_bad_pointer(p, "invalid free", func);
 }
 
 /* Not the owner: another thread's block, or debug mode (whose pages no
@@ -82,7 +82,7 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
     block_t *b = p;
     if (likely(atomic_load_explicit(&page->owner, memory_order_relaxed) == cv_thread_id())) {
         if (unlikely(cv_page_push(page, b) == b)) { /* the list is now a loop: stop here */
-            cv_debug_double_free(page, p, func); /* does not return */
+            cv_report_double_free(page, p, func); /* does not return */
             return;
         }
         if (cv_page_unuse(page)) {
@@ -104,7 +104,7 @@ static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p,
         return;
     }
     if (unlikely(bin->slot[bin->count - 1] == p)) /* the fast path's test, on a full bin */
-        cv_debug_double_free(NULL, p, func);
+        cv_report_double_free(NULL, p, func);
     cv_heap_bin_full(heap, bin_idx, p);
     cv_purge_safe_point();
 }
@@ -133,7 +133,7 @@ static inline void do_free(void *p, size_t size, const char *func) {
     uint32_t n = bin->count;
     if (likely(n < bin->max)) {
         if (unlikely(bin->slot[(int32_t)n - 1] == p)) {
-            cv_debug_double_free(NULL, p, func); /* does not return */
+            cv_report_double_free(NULL, p, func); /* does not return */
             return;
         }
         bin->slot[n] = p;
@@ -158,7 +158,7 @@ static size_t block_usable(void *p, const char *func) {
         if (h != NULL)
             return cv_large_usable(h);
     }
-    cv_debug_bad_pointer(p, "invalid pointer", func);
+    cv_report_bad_pointer(p, "invalid pointer", func);
 }
 
 CARVE_EXPORT void *carve_malloc(size_t size) {
@@ -194,7 +194,7 @@ static void *do_realloc(void *p, size_t size, const char *func) {
     if ((kind == MAP_LARGE || kind == MAP_LARGE_PREV) && size > SMALL_MAX) {
         large_t *h = cv_large_header(a, kind, func);
         if (h == NULL)
-            cv_debug_bad_pointer(p, "invalid realloc", func);
+            cv_report_bad_pointer(p, "invalid realloc", func);
         return cv_large_realloc(h, size);
     }
     size_t old = block_usable(p, func);

@@ -35,37 +35,7 @@
  * when this thread owns the page, and with the remote CAS otherwise.
  *
  * ---- Blocks in their own mapping ---------------------------------------------
- * Large blocks (debug mode's small-block overhead would pass SMALL_MAX),
- * and every block with debug=page, get their own chunk-aligned mapping,
- * registered as MAP_DEBUG in the chunk map so that the ownership test still
- * takes one load; the header is at the slot base, where nothing but this
- * mapping can be:
- *
- *   slot base                                              end (page-aligned)
- *   | header page | (alignment padding) .. canary 64 | user block | canary < 16 | guard page |
- *
- * The block is right-aligned: with guards or page, the byte after it is
- * the guard page (PROT_NONE) up to the block's alignment (8 or 16 bytes),
- * and that little gap is canary. One past the end faults at once (SIGSEGV,
- * no carve line: the fault is the report). A freed mapping stays in the
- * quarantine with its data pages replaced by PROT_NONE ones (no memory,
- * every access faults) and its header readable, so that a second free says
- * "double free"; once it leaves, the chunk map forgets it.
- *
- * Pages of small blocks: with guards, page.c makes the last OS page of
- * each debug page's span PROT_NONE (and arena.c lifts it when the page is
- * retired), so that a run off the end of a page faults before it reaches
- * the next one; between blocks of one page the canaries stand guard,
- * checked on free, realloc and malloc_usable_size; debug=page gives any
- * block its own guard page. Alignments of a chunk or more keep the release
- * layout (rare; the header would not be in the user's slot).
- *
- * debug=page costs a mapping per block: about 6 system calls per
- * malloc/free and 2 of the kernel's vm.max_map_count mappings (65530 by
- * default) per live or quarantined block. Past half of them (or when the
- * kernel refuses more), small blocks fall back to canaries, with one line
- * on stderr. A freed block's mapping waits in the quarantine, its pages
- * PROT_NONE, even when quarantine is off (at most QUARANTINE_MAPS).
+ * Large blocks, and every block with debug=page: see debug_map.c.
  *
  * ---- Junk, poison, quarantine ---------------------------------------------------
  * junk: new blocks are filled with 0xA5 (calloc's with zeros), freed ones
@@ -77,238 +47,16 @@
  * must point at a block of the same page), and the quarantine once more at
  * exit.
  *
- * ---- Reports ----------------------------------------------------------------
- * cv_msg_fatal (msg.c) writes the line with write(2) from a stack buffer,
- * then a backtrace, and aborts.
+ * ---- Files ------------------------------------------------------------------
+ * debug.c: the door, the debug heap, looking blocks up, the malloc family.
+ * debug_map.c: blocks in their own mapping, and guard page hits.
+ * quarantine.c: freed blocks held back. report.c: the reports.
  */
-#define _GNU_SOURCE
 #include "debug.h"
 
-#include <signal.h>
 #include <stdlib.h>
 
 extern pthread_key_t cv_heap_key;
-
-/* ---- constants ------------------------------------------------------------ */
-
-#define JUNK_ALLOC 0xA5
-#define JUNK_FREE 0x5A
-#define CANARY_BYTE 0xCB
-#define CANARY_MIN 8 /* an 8-byte write past the end still misses the trailer */
-#define TRAILER 8
-#define OVERHEAD (CANARY_MIN + TRAILER)
-/* Canary bytes before a block in its own mapping: a write just before it
- * (an index of -1, a header written at the wrong offset) would otherwise
- * land in padding or in the header page's unused tail, unseen, where the
- * release build's large-block header would have caught it. */
-#define CANARY_BEFORE 64
-
-#define KEY_LIVE 0x9e3779b97f4a7c15ull /* odd: a multiplication is a bijection */
-#define SALT_LIVE 0x6361727665206c76ull
-#define KEY_FREED 0xc2b2ae3d27d4eb4full
-#define SALT_FREED 0x6361727665206672ull
-
-#define DMAP_LIVE 0x6361727665646d6cull  /* "carvedml" */
-#define DMAP_FREED 0x6361727665646d66ull /* "carvedmf" */
-
-/* At most this many freed mappings wait in the quarantine (each holds two
- * of the kernel's vm.max_map_count mappings), and at most this much address
- * space: a program under RLIMIT_AS that frees 1 GiB blocks in a loop ran
- * out of it after 7 with 2048 of them held. */
-#define QUARANTINE_MAPS 2048
-#define QUARANTINE_SPACE ((size_t)1 << 30)
-
-enum path { PATH_FREE, PATH_REALLOC, PATH_USABLE };
-
-/* The header of a block in its own mapping, at the mapping's start. */
-typedef struct dmap {
-    uint64_t magic;   /* DMAP_LIVE or DMAP_FREED */
-    size_t map_size;  /* bytes mapped from the header on */
-    size_t requested; /* what was asked for */
-    uintptr_t user;   /* the block */
-    uintptr_t end;    /* end of the accessible bytes (page-aligned) */
-    bool canary;      /* made with canaries: checked only then (checks can be
-                         switched on at run time, after the block was made) */
-} dmap_t;
-
-static size_t page_round(size_t n) {
-    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
-}
-
-static uint64_t live_word(uintptr_t b, size_t size) {
-    return ((uint64_t)b * KEY_LIVE) ^ SALT_LIVE ^ size;
-}
-
-static uint64_t freed_word(uintptr_t b, size_t bs) {
-    return ((uint64_t)b * KEY_FREED) ^ SALT_FREED ^ bs;
-}
-
-static uint64_t *trailer_of(uintptr_t b, size_t bs) {
-    return (uint64_t *)(b + bs - TRAILER);
-}
-
-static page_t *page_of(uintptr_t a) {
-    return cv_page_of(cv_chunk_of(a), a);
-}
-
-/* The first byte of [p, p+n) that is not c, or n. */
-static size_t first_not(const uint8_t *p, size_t n, uint8_t c) {
-    size_t i = 0;
-    uint64_t w = 0x0101010101010101ull * c;
-    for (; i < n && ((uintptr_t)(p + i) & 7); i++)
-        if (p[i] != c)
-            return i;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v;
-        memcpy(&v, p + i, sizeof v);
-        if (v != w)
-            break;
-    }
-    for (; i < n; i++)
-        if (p[i] != c)
-            return i;
-    return n;
-}
-
-/* ---- reports --------------------------------------------------------------- */
-
-static const char *invalid_what(enum path path) {
-    return path == PATH_FREE ? "invalid free" : path == PATH_REALLOC ? "invalid realloc"
-                                                                      : "invalid pointer";
-}
-
-void cv_debug_double_free(const page_t *page, void *p, const char *func) {
-    char detail[64];
-    if (page == NULL) /* from a bin: the block is a MAP_SMALL chunk's */
-        page = page_of((uintptr_t)p);
-    cv_msg_format(detail, sizeof detail, "class %u bytes", page->block_size);
-    cv_msg_fatal("double free", p, detail, func);
-}
-
-/* What is at a, a pointer that is not a block's start: the block it falls
- * inside, free memory of carve, or nothing of carve's. Reads only memory
- * that the chunk map says is carve's. */
-static CARVE_COLD __attribute__((noreturn)) void bad_pointer(uintptr_t a, const char *what,
-                                                            const char *func) {
-    char detail[128];
-    unsigned kind = cv_map_kind(a);
-    if (kind == MAP_SMALL) {
-        page_t *page = page_of(a);
-        size_t bs = page->block_size;
-        size_t off = a - (uintptr_t)page->start;
-        if (page->reserved != 0 && bs != 0 && off < (size_t)page->reserved * bs) {
-            uintptr_t b = a - off % bs;
-            if (a == b) /* a block start past what the page has handed out */
-                cv_msg_format(detail, sizeof detail,
-                              "not a block that was handed out, class %zu bytes", bs);
-            else
-                cv_msg_format(detail, sizeof detail,
-                              "interior pointer: offset %zu of the block at %p, class %zu bytes",
-                              (size_t)(a - b), (void *)b, bs);
-        } else {
-            cv_msg_format(detail, sizeof detail, "no block there: free memory of carve");
-        }
-    } else if (kind == MAP_DEBUG) {
-        const dmap_t *h = (const dmap_t *)(a & ~(uintptr_t)CHUNK_MASK);
-        bool live = h->magic == DMAP_LIVE, freed = h->magic == DMAP_FREED;
-        if ((live || freed) && a >= h->user && a < h->end)
-            cv_msg_format(detail, sizeof detail,
-                          "interior pointer: offset %zu of the %s%zu-byte block at %p",
-                          (size_t)(a - h->user), freed ? "freed " : "", h->requested,
-                          (void *)h->user);
-        else
-            cv_msg_format(detail, sizeof detail, "no block there");
-    } else if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
-        uintptr_t slot = a & ~(uintptr_t)CHUNK_MASK;
-        const large_t *h = (const large_t *)(kind == MAP_LARGE_PREV ? slot - CHUNK_SIZE : slot);
-        uintptr_t user = (uintptr_t)h + h->offset;
-        if (h->magic == LARGE_MAGIC && a > user && a < user + cv_large_usable(h))
-            cv_msg_format(detail, sizeof detail,
-                          "interior pointer: offset %zu of the large block at %p",
-                          (size_t)(a - user), (void *)user);
-        else
-            cv_msg_format(detail, sizeof detail, "no block there");
-    } else {
-        /* A large block's second free also finds its slot cleared, and so
-         * does a mapping's that has left the quarantine (or never entered:
-         * alignments of a chunk or more keep the release layout). */
-        cv_msg_format(detail, sizeof detail, "not allocated by carve, or already freed");
-    }
-    cv_msg_fatal(what, (void *)a, detail, func);
-}
-
-void cv_debug_bad_pointer(void *p, const char *what, const char *func) {
-    bad_pointer((uintptr_t)p, what, func);
-}
-
-/* One line, then the backtrace and abort (cv_msg_fatal). */
-static CARVE_COLD __attribute__((noreturn)) void report_block(const char *what, uintptr_t b,
-                                                             size_t requested, size_t bs,
-                                                             bool known, const char *func) {
-    char detail[96];
-    if (known)
-        cv_msg_format(detail, sizeof detail, "requested %zu bytes, class %zu bytes", requested, bs);
-    else
-        cv_msg_format(detail, sizeof detail, "class %zu bytes", bs);
-    cv_msg_fatal(what, (void *)b, detail, func);
-}
-
-/* Neither live nor freed: a block never handed out (a stale or made-up
- * pointer), or an overflow that ran past the canary into the trailer. */
-static CARVE_COLD __attribute__((noreturn)) void report_trailer(uintptr_t b, size_t bs,
-                                                               enum path path, const char *func) {
-    char what[64], detail[64];
-    cv_msg_format(what, sizeof what, "%s or heap overflow", invalid_what(path));
-    cv_msg_format(detail, sizeof detail, "block trailer broken, class %zu bytes", bs);
-    cv_msg_fatal(what, (void *)b, detail, func);
-}
-
-/* The free-list link of the free block at b (its first word) is broken.
- * The block before it is the usual culprit: an overflow that ran past its
- * canary and trailer lands there first. */
-static CARVE_COLD __attribute__((noreturn)) void report_link(const page_t *page, uintptr_t b,
-                                                            size_t bs, const char *func) {
-    if (b > (uintptr_t)page->start) {
-        uintptr_t prev = b - bs;
-        uint64_t t = *trailer_of(prev, bs);
-        size_t r = (size_t)(t ^ live_word(prev, 0));
-        bool live = r <= bs - OVERHEAD;
-        if ((!live && t != freed_word(prev, bs)) ||
-            (live && (cv_options.debug & DEBUG_CANARY) &&
-             first_not((const uint8_t *)prev + r, bs - TRAILER - r, CANARY_BYTE) !=
-                 bs - TRAILER - r)) {
-            char detail[96];
-            cv_msg_format(detail, sizeof detail,
-                          "class %zu bytes; it ran into the next block's free-list link", bs);
-            cv_msg_fatal("heap overflow", (void *)prev, detail, func);
-        }
-    }
-    cv_msg_fatal("use after free (free-list link broken)", (void *)b, "the block's first word",
-                 func);
-}
-
-static CARVE_COLD __attribute__((noreturn)) void report_map(const char *what, const dmap_t *h,
-                                                           const char *func) {
-    char detail[96];
-    cv_msg_format(detail, sizeof detail, "requested %zu bytes, own mapping", h->requested);
-    cv_msg_fatal(what, (void *)h->user, detail, func);
-}
-
-static CARVE_COLD __attribute__((noreturn)) void report_poison(uintptr_t b, size_t bs, size_t at,
-                                                              const char *func) {
-    char detail[96];
-    cv_msg_format(detail, sizeof detail, "class %zu bytes, written at offset %zu", bs, at);
-    cv_msg_fatal("use after free (poison broken)", (void *)b, detail, func);
-}
-
-static CARVE_COLD __attribute__((noreturn)) void report_size(uintptr_t b, size_t requested,
-                                                            size_t given, const char *func) {
-    char detail[96];
-    cv_msg_format(detail, sizeof detail, "requested %zu, given %zu", requested, given);
-    char what[48];
-    cv_msg_format(what, sizeof what, "%s with wrong size", func);
-    cv_msg_fatal(what, (void *)b, detail, func);
-}
 
 /* ---- the debug heap ------------------------------------------------------------- */
 
@@ -335,100 +83,11 @@ static heap_t *debug_heap(void) {
     return heap;
 }
 
-/* ---- guard page hits --------------------------------------------------------------- */
-/* A guard page stops an overflow at the faulting instruction with SIGSEGV,
- * which alone says nothing about the heap. While the program has no
- * SIGSEGV handler of its own, debug mode puts one in that names the block
- * when the fault is in one of carve's guard or freed pages, then puts the
- * default action back and returns: the instruction faults again and the
- * process dies of the SIGSEGV, core dump and debugger view intact. */
-
-/* The mapping a lies in: only its first chunk is in the chunk map, so
- * look down from a's chunk for it, through chunks the map knows nothing
- * of (a mapping holds no other). */
-static const dmap_t *fault_map(uintptr_t a) {
-    uintptr_t c = a & ~(uintptr_t)CHUNK_MASK;
-    for (unsigned i = 0; i < 4096 && c != 0; i++, c -= CHUNK_SIZE) {
-        unsigned kind = cv_map_kind(c);
-        if (kind == MAP_DEBUG) {
-            const dmap_t *h = (const dmap_t *)c;
-            return a - c < h->map_size ? h : NULL;
-        }
-        if (kind != MAP_NONE)
-            return NULL;
-    }
-    return NULL;
-}
-
-static void describe_fault(uintptr_t a, char *line, size_t cap) {
-    unsigned kind = cv_map_kind(a);
-    const dmap_t *h = kind == MAP_DEBUG || kind == MAP_NONE ? fault_map(a) : NULL;
-    line[0] = '\0';
-    if (h != NULL) {
-        if (h->magic == DMAP_FREED && a >= h->user && a < h->end)
-            cv_msg_format(line, cap,
-                          "carve: use after free of %p (requested %zu bytes, own mapping; "
-                          "offset %zu) at the faulting instruction\n",
-                          (void *)h->user, h->requested, (size_t)(a - h->user));
-        else if ((h->magic == DMAP_LIVE || h->magic == DMAP_FREED) && a >= h->end)
-            cv_msg_format(line, cap,
-                          "carve: heap overflow (guard page hit) of %p (requested %zu bytes, "
-                          "own mapping; %zu bytes past its end) at the faulting instruction\n",
-                          (void *)h->user, h->requested, (size_t)(a - h->user - h->requested));
-    } else if (kind == MAP_SMALL) {
-        const page_t *page = page_of(a);
-        uintptr_t guard = (uintptr_t)cv_page_guard(page);
-        if (page->guarded && a >= guard && a < guard + CARVE_PAGE) {
-            size_t bs = page->block_size;
-            uintptr_t last = (uintptr_t)page->start + ((size_t)page->reserved - 1) * bs;
-            cv_msg_format(line, cap,
-                          "carve: heap overflow (guard page hit) past the block at %p "
-                          "(class %zu bytes, last of its page) at the faulting instruction\n",
-                          (void *)last, bs);
-        }
-    }
-}
-
-/* Returning from a fault runs the faulting instruction again, now under
- * SIG_DFL. A SIGSEGV that no instruction caused (kill, raise: si_code <= 0)
- * would not come back: it is raised again, so that it kills as it would
- * have without carve. */
-static void on_segv(int sig, siginfo_t *info, void *ctx) {
-    (void)ctx;
-    char line[256];
-    signal(sig, SIG_DFL);
-    if (info->si_code <= 0) {
-        raise(sig);
-        return;
-    }
-    describe_fault((uintptr_t)info->si_addr, line, sizeof line);
-    if (line[0] != '\0') {
-        cv_os_write_stderr(line, strlen(line));
-        cv_msg_backtrace();
-    }
-}
-
-static void catch_guard_hits(void) {
-    static _Atomic bool done;
-    if (likely(atomic_load_explicit(&done, memory_order_relaxed)) ||
-        atomic_exchange(&done, true))
-        return;
-    struct sigaction old, sa;
-    if (sigaction(SIGSEGV, NULL, &old) != 0 || (old.sa_flags & SA_SIGINFO) ||
-        old.sa_handler != SIG_DFL)
-        return;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = on_segv;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, NULL);
-}
-
 bool cv_debug_on(void) {
     if (!cv_init() || cv_options.debug == 0)
         return false;
     if (cv_options.debug & (DEBUG_GUARDS | DEBUG_PAGE | DEBUG_QUARANTINE))
-        catch_guard_hits();
+        cv_dmap_catch_faults();
     return true;
 }
 
@@ -436,7 +95,7 @@ bool cv_debug_on(void) {
  * free would put it there when this thread's debug heap owns the page (so
  * that pages empty out and retire as in release mode, which remote frees
  * alone never do), and with the remote CAS otherwise. */
-static void free_to_page(page_t *page, block_t *b, const char *func) {
+void cv_debug_free_to_page(page_t *page, block_t *b, const char *func) {
     heap_t *heap = dbg_heap;
     /* (after the thread's key destructor, dbg_heap may be in the heap pool,
      * or another thread's: the key then no longer holds it) */
@@ -449,215 +108,6 @@ static void free_to_page(page_t *page, block_t *b, const char *func) {
         return;
     }
     cv_heap_free_remote(page, b, func);
-}
-
-/* ---- blocks in their own mapping ------------------------------------------------ */
-
-static bool guarded(void) {
-    return (cv_options.debug & (DEBUG_GUARDS | DEBUG_PAGE)) != 0;
-}
-
-/* Mappings of debug.c's now (live and quarantined blocks), and how many
- * may be: each takes 2 of the kernel's vm.max_map_count mappings (the
- * block and its guard), and debug=page takes at most half of them, so that
- * carve's chunks and the program's own mmaps still get theirs. At the
- * limit itself, malloc failed (the fallback's own chunk could not be
- * mapped) and Python raised MemoryError. */
-static _Atomic size_t dmaps;
-
-static size_t dmaps_max(void) {
-    static _Atomic size_t max;
-    size_t m = atomic_load_explicit(&max, memory_order_relaxed);
-    if (m == 0) {
-        char buf[32];
-        size_t n = cv_os_read_file("/proc/sys/vm/max_map_count", buf, sizeof buf), v = 0;
-        for (size_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9' && v < SIZE_MAX / 100; i++)
-            v = v * 10 + (size_t)(buf[i] - '0');
-        m = (v != 0 ? v : 65530) / 4;
-        atomic_store_explicit(&max, m, memory_order_relaxed);
-    }
-    return m;
-}
-
-/* zero: calloc's; the first keep bytes are the caller's to fill (realloc
- * copies them), so they are not junked first. */
-static void *map_alloc(size_t size, size_t align, bool zero, size_t keep) {
-    size_t lead = align > CARVE_PAGE ? align : CARVE_PAGE;
-    if (size > PTRDIFF_MAX - lead - 2 * CARVE_PAGE - CHUNK_SIZE)
-        return NULL;
-    size_t end_off = page_round(lead + size);
-    size_t map_size = end_off + (guarded() ? CARVE_PAGE : 0);
-    cv_purge_tick(); /* new memory: let decayed memory go first */
-    uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE, false);
-    if (base == NULL)
-        return NULL;
-    if (guarded() && !cv_os_protect(base + end_off, CARVE_PAGE, false)) {
-        cv_os_unmap(base, map_size);
-        return NULL;
-    }
-    dmap_t *h = (dmap_t *)base;
-    uintptr_t end = (uintptr_t)base + end_off;
-    uintptr_t user = (end - size) & ~(uintptr_t)(align - 1);
-    CV_ASSERT(user >= (uintptr_t)base + lead && user - (uintptr_t)base < CHUNK_SIZE);
-    h->magic = DMAP_LIVE;
-    h->map_size = map_size;
-    h->requested = size;
-    h->user = user;
-    h->end = end;
-    h->canary = (cv_options.debug & DEBUG_CANARY) != 0;
-    if (h->canary) {
-        memset((void *)(user - CANARY_BEFORE), CANARY_BYTE, CANARY_BEFORE);
-        memset((void *)(user + size), CANARY_BYTE, end - user - size);
-    }
-    if ((cv_options.debug & DEBUG_JUNK) && !zero) /* fresh mappings read as zero */
-        memset((void *)(user + keep), JUNK_ALLOC, size - keep);
-    cv_arena_set_large(user, MAP_DEBUG);
-    atomic_fetch_add_explicit(&dmaps, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_bytes, map_size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_total, 1, memory_order_relaxed);
-    return (void *)user;
-}
-
-static void map_unmap(dmap_t *h) {
-    cv_arena_set_large(h->user, MAP_NONE);
-    cv_os_unmap(h, h->map_size);
-    atomic_fetch_sub_explicit(&dmaps, 1, memory_order_relaxed);
-}
-
-/* ---- quarantine --------------------------------------------------------------------- */
-/* A FIFO ring of freed blocks (small blocks by address, mappings by their
- * header), under one lock: debug mode is not about speed, and the lock is
- * never held while anything else is done. */
-
-static struct {
-    cv_lock_t lock;
-    uintptr_t *ring;
-    size_t cap, head, count;
-    size_t bytes, maps, space; /* space: address space of the mappings held */
-    bool tried;
-} quar = {.lock = CV_LOCK_INIT};
-
-const cv_lock_t *cv_debug_lock_stats(void) {
-    return &quar.lock;
-}
-
-static bool entry_is_map(uintptr_t e) {
-    return cv_map_kind(e) == MAP_DEBUG;
-}
-
-static size_t entry_charge(uintptr_t e) {
-    return entry_is_map(e) ? CARVE_PAGE : page_of(e)->block_size;
-}
-
-static size_t entry_space(uintptr_t e) {
-    return entry_is_map(e) ? ((const dmap_t *)e)->map_size : 0;
-}
-
-/* A small block freed with junk on: stops when its poison or its freed
- * trailer changed since (a write after free). */
-static void check_poison(uintptr_t b, size_t bs, const char *func) {
-    size_t at = first_not((const uint8_t *)b, bs - TRAILER, JUNK_FREE);
-    if (at != bs - TRAILER || *trailer_of(b, bs) != freed_word(b, bs))
-        report_poison(b, bs, at, func);
-}
-
-/* Back to the page (small) or to the kernel (mapping), after the poison
- * check: the end of quarantine. */
-static void release_small(uintptr_t b, const char *func) {
-    page_t *page = page_of(b);
-    if (cv_options.debug & DEBUG_JUNK)
-        check_poison(b, page->block_size, func);
-    free_to_page(page, (block_t *)b, func);
-}
-
-static void release_entry(uintptr_t e, const char *func) {
-    if (entry_is_map(e))
-        map_unmap((dmap_t *)e);
-    else
-        release_small(e, func);
-}
-
-/* The bytes the quarantine may hold of entries like e: quarantine=
- * bytes; with debug=page and no quarantine, freed mappings still wait
- * (bounded by QUARANTINE_MAPS), so that their pages are PROT_NONE for a
- * while, as that check promises, instead of going straight back to the
- * kernel, which hands the same address to the next malloc. */
-static size_t quarantine_limit(bool is_map) {
-    if (cv_options.debug & DEBUG_QUARANTINE)
-        return cv_options.quarantine;
-    return is_map && (cv_options.debug & DEBUG_PAGE) ? SIZE_MAX : 0;
-}
-
-/* Hold e back; what leaves to make room is released. */
-static void quarantine(uintptr_t e, const char *func) {
-    bool is_map = entry_is_map(e);
-    size_t limit = quarantine_limit(is_map);
-    size_t charge = is_map ? CARVE_PAGE : page_of(e)->block_size;
-    size_t space = entry_space(e);
-    if (charge > limit || space > QUARANTINE_SPACE) {
-        release_entry(e, func);
-        return;
-    }
-    for (;;) {
-        cv_lock_take(&quar.lock);
-        if (!quar.tried) {
-            quar.tried = true;
-            size_t cap = limit / 16; /* SIZE_MAX: the most */
-            cap = cap < 64 ? 64 : cap > ((size_t)1 << 20) ? (size_t)1 << 20 : cap;
-            quar.ring = cv_os_map(cap * sizeof(uintptr_t));
-            quar.cap = quar.ring != NULL ? cap : 0;
-        }
-        if (quar.cap == 0) {
-            cv_lock_give(&quar.lock);
-            release_entry(e, func);
-            return;
-        }
-        if (quar.count < quar.cap && quar.bytes + charge <= limit &&
-            (!is_map || (quar.maps < QUARANTINE_MAPS && quar.space + space <= QUARANTINE_SPACE))) {
-            quar.ring[(quar.head + quar.count) % quar.cap] = e;
-            quar.count++;
-            quar.bytes += charge;
-            quar.maps += is_map;
-            quar.space += space;
-            cv_lock_give(&quar.lock);
-            return;
-        }
-        uintptr_t old = quar.ring[quar.head];
-        quar.head = (quar.head + 1) % quar.cap;
-        quar.count--;
-        quar.bytes -= entry_charge(old);
-        quar.maps -= entry_is_map(old);
-        quar.space -= entry_space(old);
-        cv_lock_give(&quar.lock);
-        release_entry(old, func);
-    }
-}
-
-void cv_debug_fork_prepare(void) {
-    cv_lock_take(&quar.lock);
-}
-
-void cv_debug_fork_parent(void) {
-    cv_lock_give(&quar.lock);
-}
-
-void cv_debug_fork_child(void) {
-    cv_lock_give(&quar.lock);
-}
-
-/* At exit, a last look at the poison of what waits in the quarantine. */
-__attribute__((destructor)) static void quarantine_check_at_exit(void) {
-    if (!(cv_options.debug & DEBUG_JUNK) || quar.cap == 0)
-        return;
-    cv_lock_take(&quar.lock);
-    for (size_t i = 0; i < quar.count; i++) {
-        uintptr_t e = quar.ring[(quar.head + i) % quar.cap];
-        if (entry_is_map(e))
-            continue;
-        check_poison(e, page_of(e)->block_size, "exit");
-    }
-    cv_lock_give(&quar.lock);
 }
 
 /* ---- looking up a block ------------------------------------------------------------- */
@@ -687,12 +137,12 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
     unsigned kind = cv_map_kind(a);
     out->a = a;
     if (kind == MAP_SMALL) {
-        page_t *page = page_of(a);
+        page_t *page = dbg_page_of(a);
         out->page = page;
         /* another thread's page, perhaps: its owner extends it meanwhile */
         size_t handed_out = (size_t)CV_PEEK(page->capacity) * page->block_size;
         if (!cv_page_is_block(page, a) || a - (uintptr_t)page->start >= handed_out)
-            bad_pointer(a, invalid_what(path), func);
+            cv_report_bad_pointer((void *)a, cv_report_invalid_what(path), func);
         if (!page->debug) {
             out->kind = BLK_PLAIN;
             out->large = NULL;
@@ -708,39 +158,39 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
          * release build stops (a double free), and the trailer is read anyway. */
         if (r > bs - OVERHEAD) {
             if (t == freed_word(a, bs))
-                report_block(path == PATH_USABLE ? "use after free" : "double free", a, 0, bs,
+                cv_report_block(path == PATH_USABLE ? "use after free" : "double free", a, 0, bs,
                              false, func);
-            report_trailer(a, bs, path, func);
+            cv_report_trailer(a, bs, path, func);
         }
         out->requested = r;
         if (f & DEBUG_CANARY) {
             const uint8_t *c = (const uint8_t *)a + r;
             if (first_not(c, bs - TRAILER - r, CANARY_BYTE) != bs - TRAILER - r)
-                report_block("heap overflow (canary broken)", a, r, bs, true, func);
+                cv_report_block("heap overflow (canary broken)", a, r, bs, true, func);
         }
         if (given != CV_NO_SIZE && given != r && (f & DEBUG_FREE_CHECKS))
-            report_size(a, r, given, func);
+            cv_report_size(a, r, given, func);
         return;
     }
     if (kind == MAP_DEBUG) {
         dmap_t *h = (dmap_t *)(a & ~(uintptr_t)CHUNK_MASK);
         if (h->magic == DMAP_FREED && h->user == a)
-            report_map(path == PATH_USABLE ? "use after free" : "double free", h, func);
+            cv_report_map(path == PATH_USABLE ? "use after free" : "double free", h, func);
         if (h->magic != DMAP_LIVE || h->user != a)
-            bad_pointer(a, invalid_what(path), func);
+            cv_report_bad_pointer((void *)a, cv_report_invalid_what(path), func);
         out->kind = BLK_MAP;
         out->map = h;
         out->requested = h->requested;
         if (h->canary) {
             size_t n = h->end - a - h->requested;
             if (first_not((const uint8_t *)a + h->requested, n, CANARY_BYTE) != n)
-                report_map("heap overflow (canary broken)", h, func);
+                cv_report_map("heap overflow (canary broken)", h, func);
             if (first_not((const uint8_t *)a - CANARY_BEFORE, CANARY_BEFORE, CANARY_BYTE) !=
                 CANARY_BEFORE)
-                report_map("heap underflow (canary before the block broken)", h, func);
+                cv_report_map("heap underflow (canary before the block broken)", h, func);
         }
         if (given != CV_NO_SIZE && given != h->requested && (f & DEBUG_FREE_CHECKS))
-            report_size(a, h->requested, given, func);
+            cv_report_size(a, h->requested, given, func);
         return;
     }
     if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
@@ -753,7 +203,7 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
             return;
         }
     }
-    bad_pointer(a, invalid_what(path), func);
+    cv_report_bad_pointer((void *)a, cv_report_invalid_what(path), func);
 }
 
 /* The block leaves the program: marked, poisoned, held back. */
@@ -765,9 +215,9 @@ static void release(blk_t *b, const char *func) {
         if (f & DEBUG_JUNK)
             memset((void *)b->a, JUNK_FREE, b->bs - TRAILER);
         if ((f & DEBUG_QUARANTINE) && b->bs <= cv_options.quarantine)
-            quarantine(b->a, func);
+            cv_quarantine_put(b->a, func);
         else /* the poison was just written: nothing to check */
-            free_to_page(b->page, (block_t *)b->a, func);
+            cv_debug_free_to_page(b->page, (block_t *)b->a, func);
         break;
     case BLK_MAP: {
         dmap_t *h = b->map;
@@ -776,12 +226,12 @@ static void release(blk_t *b, const char *func) {
         uintptr_t data = (uintptr_t)h + CARVE_PAGE;
         /* held back only once its pages fault: a block the kernel would not
          * protect (vm.max_map_count) goes at once, rather than wait readable */
-        if (quarantine_limit(true) >= CARVE_PAGE &&
+        if (cv_quarantine_limit(true) >= CARVE_PAGE &&
             (h->end <= data || cv_os_discard((void *)data, h->end - data))) {
             h->magic = DMAP_FREED;
-            quarantine((uintptr_t)h, func);
+            cv_quarantine_put((uintptr_t)h, func);
         } else {
-            map_unmap(h);
+            cv_dmap_unmap(h);
         }
         break;
     }
@@ -805,7 +255,7 @@ static void *small_alloc_from(heap_t *heap, unsigned c, size_t size, size_t alig
     if (b == NULL)
         return NULL;
     uintptr_t a = (uintptr_t)b;
-    page_t *page = page_of(a);
+    page_t *page = dbg_page_of(a);
     size_t bs = page->block_size;
     CV_ASSERT(bs == cv_class_size[c] && (a & (align - 1)) == 0);
     uint64_t *t = trailer_of(a, bs);
@@ -813,13 +263,13 @@ static void *small_alloc_from(heap_t *heap, unsigned c, size_t size, size_t alig
     if ((f & DEBUG_JUNK) && *t == freed_word(a, bs)) {
         size_t at = first_not(b + sizeof(block_t), bs - TRAILER - sizeof(block_t), JUNK_FREE);
         if (at != bs - TRAILER - sizeof(block_t))
-            report_poison(a, bs, at + sizeof(block_t), func);
+            cv_report_poison(a, bs, at + sizeof(block_t), func);
     }
     /* Its link, now the page's next block: an overflow of the block before
      * it or a write after free may have changed it, and the next malloc
      * would hand out (or fault on) memory that is no block. */
     if (page->free != NULL && !cv_page_is_block(page, (uintptr_t)page->free))
-        report_link(page, a, bs, func);
+        cv_report_link(page, a, bs, func);
     *t = live_word(a, size);
     if (zero)
         memset(b, 0, size);
@@ -835,7 +285,7 @@ static void *small_alloc(size_t size, size_t align, bool zero, size_t keep, cons
     while (align > ALIGN_MIN && c < CLASS_COUNT && (cv_class_size[c] & -cv_class_size[c]) < align)
         c++;
     if (c >= CLASS_COUNT)
-        return map_alloc(size, align, zero, keep);
+        return cv_dmap_alloc(size, align, zero, keep);
     heap_t *heap = debug_heap();
     if (heap == NULL) {
         errno = ENOMEM;
@@ -869,8 +319,8 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
         align = min_align;
     bool must_map = size + OVERHEAD > SMALL_MAX || align > SLICE_SIZE;
     if (must_map ||
-        ((f & DEBUG_PAGE) && atomic_load_explicit(&dmaps, memory_order_relaxed) < dmaps_max())) {
-        void *p = map_alloc(size, align, zero, keep);
+        ((f & DEBUG_PAGE) && cv_dmap_count() < cv_dmap_max())) {
+        void *p = cv_dmap_alloc(size, align, zero, keep);
         if (p != NULL || must_map) {
             if (p == NULL)
                 errno = ENOMEM;
@@ -884,7 +334,7 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
             cv_msg_print("carve: debug=page: no more mappings for small blocks (%zu in use, "
                          "at most %zu: 2 each, half of vm.max_map_count); they get canaries "
                          "instead while that lasts\n",
-                         atomic_load_explicit(&dmaps, memory_order_relaxed), dmaps_max());
+                         cv_dmap_count(), cv_dmap_max());
     }
     return small_alloc(size, align, zero, keep, func);
 }

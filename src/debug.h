@@ -1,7 +1,7 @@
 /*
- * debug.h: debug mode (debug.c), switched on by ./configure --enable-debug
- * or CARVE_OPTIONS=debug=..., and the reports of bad pointers that release
- * builds share with it.
+ * debug.h: debug mode (debug.c, debug_map.c, quarantine.c, and the reports
+ * of report.c), switched on by ./configure --enable-debug or
+ * CARVE_OPTIONS=debug=....
  *
  * api.c calls in here only from its slow paths: a thread in debug mode
  * keeps the empty heap (its allocations all miss the fast path) and its
@@ -25,19 +25,11 @@ void cv_debug_free(void *p, size_t size, const char *func);
 void *cv_debug_realloc(void *p, size_t size, const char *func);
 size_t cv_debug_usable(void *p, const char *func);
 
-/* Release builds' reports: p is no block start (what is there is
- * described), and the owner's cheap double-free test fired. Neither
- * returns; the second is not declared noreturn so that the free fast path
- * reaches it by a tail jump (a noreturn call needs a stack frame: clang
- * then pushes one on every free). */
-__attribute__((noreturn, cold)) void cv_debug_bad_pointer(void *p, const char *what,
-                                                          const char *func);
-__attribute__((cold)) void cv_debug_double_free(const page_t *page, void *p, const char *func);
 
 /* The quarantine's lock, for statistics. */
 const cv_lock_t *cv_debug_lock_stats(void);
 
-/* init.c's fork handlers: the quarantine's lock. */
+/* fork.c's handlers: the quarantine's lock (quarantine.c). */
 void cv_debug_fork_prepare(void);
 void cv_debug_fork_parent(void);
 void cv_debug_fork_child(void);
@@ -46,5 +38,125 @@ void cv_debug_fork_child(void);
  * calling thread's heap, so that a test can switch debug mode on in a
  * death-test child. Not for programs: other threads keep their heaps. */
 void cv_debug_reinit(void);
+
+
+/* ---- the layout of debug blocks, shared by debug.c, debug_map.c,
+ * quarantine.c and report.c (see debug.c for the picture) ------------- */
+
+#define JUNK_ALLOC 0xA5
+#define JUNK_FREE 0x5A
+#define CANARY_BYTE 0xCB
+#define CANARY_MIN 8 /* an 8-byte write past the end still misses the trailer */
+#define TRAILER 8
+#define OVERHEAD (CANARY_MIN + TRAILER)
+/* Canary bytes before a block in its own mapping: a write just before it
+ * (an index of -1, a header written at the wrong offset) would otherwise
+ * land in padding or in the header page's unused tail, unseen, where the
+ * release build's large-block header would have caught it. */
+#define CANARY_BEFORE 64
+
+#define KEY_LIVE 0x9e3779b97f4a7c15ull /* odd: a multiplication is a bijection */
+#define SALT_LIVE 0x6361727665206c76ull
+#define KEY_FREED 0xc2b2ae3d27d4eb4full
+#define SALT_FREED 0x6361727665206672ull
+
+#define DMAP_LIVE 0x6361727665646d6cull  /* "carvedml" */
+#define DMAP_FREED 0x6361727665646d66ull /* "carvedmf" */
+
+/* At most this many freed mappings wait in the quarantine (each holds two
+ * of the kernel's vm.max_map_count mappings), and at most this much address
+ * space: a program under RLIMIT_AS that frees 1 GiB blocks in a loop ran
+ * out of it after 7 with 2048 of them held. */
+#define QUARANTINE_MAPS 2048
+#define QUARANTINE_SPACE ((size_t)1 << 30)
+
+enum path { PATH_FREE, PATH_REALLOC, PATH_USABLE };
+
+/* The header of a block in its own mapping, at the mapping's start. */
+typedef struct dmap {
+    uint64_t magic;   /* DMAP_LIVE or DMAP_FREED */
+    size_t map_size;  /* bytes mapped from the header on */
+    size_t requested; /* what was asked for */
+    uintptr_t user;   /* the block */
+    uintptr_t end;    /* end of the accessible bytes (page-aligned) */
+    bool canary;      /* made with canaries: checked only then (checks can be
+                         switched on at run time, after the block was made) */
+} dmap_t;
+
+static inline size_t dbg_page_round(size_t n) {
+    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
+}
+
+static inline uint64_t live_word(uintptr_t b, size_t size) {
+    return ((uint64_t)b * KEY_LIVE) ^ SALT_LIVE ^ size;
+}
+
+static inline uint64_t freed_word(uintptr_t b, size_t bs) {
+    return ((uint64_t)b * KEY_FREED) ^ SALT_FREED ^ bs;
+}
+
+static inline uint64_t *trailer_of(uintptr_t b, size_t bs) {
+    return (uint64_t *)(b + bs - TRAILER);
+}
+
+static inline page_t *dbg_page_of(uintptr_t a) {
+    return cv_page_of(cv_chunk_of(a), a);
+}
+
+/* The first byte of [p, p+n) that is not c, or n. */
+static inline size_t first_not(const uint8_t *p, size_t n, uint8_t c) {
+    size_t i = 0;
+    uint64_t w = 0x0101010101010101ull * c;
+    for (; i < n && ((uintptr_t)(p + i) & 7); i++)
+        if (p[i] != c)
+            return i;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, p + i, sizeof v);
+        if (v != w)
+            break;
+    }
+    for (; i < n; i++)
+        if (p[i] != c)
+            return i;
+    return n;
+}
+
+/* ---- report.c: one line, a backtrace, abort ------------------------------ */
+/* Release builds' reports too: p is no block start (what is there is
+ * described), and the owner's cheap double-free test fired. Neither
+ * returns; the second is not declared noreturn so that the free fast path
+ * reaches it by a tail jump (a noreturn call needs a stack frame: clang
+ * then pushes one on every free). */
+__attribute__((noreturn, cold)) void cv_report_bad_pointer(void *p, const char *what,
+                                                           const char *func);
+__attribute__((cold)) void cv_report_double_free(const page_t *page, void *p, const char *func);
+const char *cv_report_invalid_what(enum path path);
+__attribute__((noreturn, cold)) void cv_report_block(const char *what, uintptr_t b, size_t requested,
+                                                     size_t bs, bool known, const char *func);
+__attribute__((noreturn, cold)) void cv_report_trailer(uintptr_t b, size_t bs, enum path path,
+                                                       const char *func);
+__attribute__((noreturn, cold)) void cv_report_link(const page_t *page, uintptr_t b, size_t bs,
+                                                    const char *func);
+__attribute__((noreturn, cold)) void cv_report_map(const char *what, const dmap_t *h,
+                                                   const char *func);
+__attribute__((noreturn, cold)) void cv_report_poison(uintptr_t b, size_t bs, size_t at,
+                                                      const char *func);
+__attribute__((noreturn, cold)) void cv_report_size(uintptr_t b, size_t requested, size_t given,
+                                                    const char *func);
+
+/* ---- debug_map.c: blocks in their own mapping, and guard page hits ------- */
+void cv_dmap_catch_faults(void); /* once: the SIGSEGV handler that names blocks */
+void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep);
+void cv_dmap_unmap(dmap_t *h);
+size_t cv_dmap_count(void); /* mappings of debug mode now */
+size_t cv_dmap_max(void);   /* how many debug=page may take */
+
+/* ---- quarantine.c --------------------------------------------------------- */
+void cv_quarantine_put(uintptr_t e, const char *func); /* e: a small block or a dmap_t */
+size_t cv_quarantine_limit(bool is_map);
+
+/* ---- debug.c: a block back to its page (the end of its quarantine) ------- */
+void cv_debug_free_to_page(page_t *page, block_t *b, const char *func);
 
 #endif /* CARVE_DEBUG_H */
