@@ -55,9 +55,10 @@ void cv_arena_set_large(uintptr_t slot_addr, unsigned kind) {
  * so that a page allocation chooses as it would scanning every chunk. A
  * chunk joins it when a slice of it is freed after it was full, near the
  * head in a heap that churns in its newest chunks. Without it, a page
- * allocation looked at every chunk under the lock: with 3 GiB of 4 KiB
- * blocks, freeing and reallocating 1 MiB runs took 294 ns a block (75% of
- * it in that scan) against 56 ns with 256 MiB (mimalloc: 64 and 55).
+ * allocation looked at every chunk under the lock, so a page cost more as
+ * the heap grew: in a heap of gigabytes of small blocks that scan was most
+ * of the time of freeing and reallocating them (figures: doc/design.md,
+ * "Address space"; doc/measurements.md).
  * Keeping the order costs a walk of the newer chunks with a free slice
  * when an old chunk stops being full: in a heap where most chunks are
  * partly free that is as long as the old scan, but it comes once per full

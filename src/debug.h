@@ -65,8 +65,9 @@ void cv_debug_reinit(void);
 
 /* At most this many freed mappings wait in the quarantine (each holds two
  * of the kernel's vm.max_map_count mappings), and at most this much address
- * space: a program under RLIMIT_AS that frees 1 GiB blocks in a loop ran
- * out of it after 7 with 2048 of them held. */
+ * space: with the count alone, a program under RLIMIT_AS that frees 1 GiB
+ * blocks in a loop ran out of address space within a few frees
+ * (doc/measurements.md). */
 #define QUARANTINE_MAPS 2048
 #define QUARANTINE_SPACE ((size_t)1 << 30)
 

@@ -147,15 +147,15 @@ static void page_retire(heap_t *heap, page_t *page) {
 /* Spare pages. A page of one block (classes from 40 KiB up) empties at
  * every free of its block, so a thread that holds a few such blocks at a
  * time took the arena lock for each malloc and each free of them: with 2
- * threads each keeping 16 blocks of 100 KB in a window (memset), 3.2 us a
- * malloc/free against 1.3 with the 8-block pages these classes had before,
- * the lock contended. Up to SPARE_BYTES of such empty pages (all classes
- * together, per heap) stay in their queues, where find_page takes them
- * before going to the arena, and retire_idle gives back those of a class
- * that had spares at two checks in a row. A spare is a queued page with
- * used 0 (the current page holds the pin); the queue of a one-block class
- * holds its current page and its spares only (the others are full), so
- * counting them is a short walk. */
+ * threads each keeping a window of such blocks, the lock was contended and
+ * a malloc/free cost far more than with pages of several blocks (figures:
+ * doc/design.md, "Size classes"). Up to SPARE_BYTES of such empty pages
+ * (all classes together, per heap) stay in their queues, where find_page
+ * takes them before going to the arena, and retire_idle gives back those
+ * of a class that had spares at two checks in a row. A spare is a queued
+ * page with used 0 (the current page holds the pin); the queue of a
+ * one-block class holds its current page and its spares only (the others
+ * are full), so counting them is a short walk. */
 #define SPARE_BYTES ((size_t)256 << 10)
 
 static bool one_block_class(unsigned c) {
@@ -200,16 +200,17 @@ static void retire_spares(heap_t *heap, unsigned c) {
  * back to the arena, where any class and thread reuses them.
  *
  * A class whose page went back here does not move the checks on when it
- * comes back for a page. Without that, a review found the checks feeding
- * themselves: a class used one block at a time is empty at every check,
- * and with more than 32 such classes taking turns, the pages they took
- * again were the slow paths that brought the next check, so every malloc
- * of theirs became a trip to the arena (280 ns a malloc/free pair instead
- * of 8). The price: on realloc_growth (4 threads), whose buffers pass
- * through 45 classes, the peak is 33 MiB where the self-feeding checks,
- * retiring much faster, gave 29; a cap of 4 pages a check gave 37. The fast
- * paths do not change, and a loop on one class never comes here. skip is
- * the class the slow path is looking for blocks of. */
+ * comes back for a page. Without that, the checks fed themselves: a class
+ * used one block at a time is empty at every check, and with more than 32
+ * such classes taking turns, the pages they took again were the slow paths
+ * that brought the next check, so every malloc of theirs became a trip to
+ * the arena, dozens of times the cost of a fast-path malloc/free pair. The
+ * price: on realloc_growth (4 threads), whose buffers pass through 45
+ * classes, the peak is a little higher than with self-feeding checks, which
+ * retire much faster, and lower than with a cap of pages per check (figures:
+ * doc/design.md, "Departures from the design brief"; doc/measurements.md).
+ * The fast paths do not change, and a loop on one class never comes here.
+ * skip is the class the slow path is looking for blocks of. */
 #define IDLE_CHECK 16 /* slow paths between two checks */
 _Static_assert(CLASS_COUNT <= 64, "one bit of idle_current per class");
 static void retire_idle(heap_t *heap, unsigned skip) {
@@ -325,9 +326,10 @@ static size_t page_slices(const heap_t *heap, unsigned c) {
  * give a block, by extending it if need be, touched fresh memory in the
  * current page while pages behind it held freed blocks, and every page of a
  * class whose live count swings around a page's worth ended up carved
- * whole. On random_sizes (4 threads) the bytes carved fell from 22.7 to
- * 20.9 MB. Pages still being carved are few (a new page is taken only when
- * no page of the queue can give a block), so the walk costs what it did. */
+ * whole, fresh memory touched where freed blocks could have served
+ * (figures: doc/design.md, "Size classes"). Pages still being carved are
+ * few (a new page is taken only when no page of the queue can give a
+ * block), so the walk costs what it did. */
 static page_t *find_page(heap_t *heap, unsigned c) {
     if (unlikely(atomic_load_explicit(&heap->full_freed, memory_order_relaxed)))
         rescue_full(heap);

@@ -205,9 +205,9 @@ CARVE_INLINE heap_t *cv_heap_get(void) {
  * the memset when the block comes from never-touched memory: only its first
  * word (the free-list link) is dirty.
  *
- * No prefetch of the next block: on random_sizes it was within the noise
- * (medians of 7 interleaved runs, -2% to +2%), and on xmalloc it cost
- * 6-12%, pulling lines that a consumer thread was still writing. */
+ * No prefetch of the next block: on random_sizes it was within the noise,
+ * and on xmalloc it cost time, pulling lines that a consumer thread was
+ * still writing (figures: doc/measurements.md). */
 CARVE_INLINE void *cv_page_pop(page_t *page, bool zero) {
     block_t *b = page->free;
     page->free = b->next;

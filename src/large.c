@@ -18,11 +18,12 @@
 
 /* With thp=1, large mappings from this size get MADV_HUGEPAGE: they are
  * chunk-aligned, so every whole 2 MiB of them can be a huge page. Off by
- * default (see doc/design.md): a huge page is faulted in whole, so a big
- * table written sparsely is resident in full (a 256 MiB calloc written
- * once per 64 KiB: 264 MiB of RSS against 18), and with the kernel's
- * default defrag setting ("madvise") such a fault may compact memory on
- * the spot, the stall that latency-bound servers turn THP off to avoid. */
+ * default (see doc/design.md, "Huge pages: off by default"): a huge page is
+ * faulted in whole, so a big table written sparsely is resident in full
+ * (a calloc'd table written once per 64 KiB is all RSS with huge pages, a
+ * small part of it without), and with the kernel's default defrag setting
+ * ("madvise") such a fault may compact memory on the spot, the stall that
+ * latency-bound servers turn THP off to avoid. */
 #define THP_MIN ((size_t)2 << 20)
 
 static size_t page_round(size_t n) {
@@ -42,9 +43,9 @@ static bool thp_for(size_t map_size) {
  * rounded): from THP_MIN up, whole huge pages when that adds at most a
  * quarter (the size classes' worst case), since the last partial 2 MiB of
  * a mapping can only have 4 KiB pages, a fault each. On the large workload
- * (2 threads, 64 KiB..32 MiB blocks, memset), in a VM where a 4 KiB fault
- * costs 10-30 us, this took carve from 2.9 s and 30k faults to 1.7 s and
- * 21k (glibc 1.9 s, 58k faults), for a few MiB of peak RSS. */
+ * (2 threads, 64 KiB..32 MiB blocks, memset), in a VM that makes each
+ * fault dear, this took away many of carve's faults and much of its time,
+ * for a few MiB of peak RSS (figures: doc/measurements.md). */
 static size_t map_size_for(size_t block) {
     size_t whole = thp_round(block);
     return thp_for(block) && whole - block <= block / 4 ? whole : block;
@@ -77,32 +78,33 @@ static size_t map_align(const large_t *h) {
 
 /* ---- the cache of freed mappings ---------------------------------------- */
 /* A program that allocates big buffers in a loop would otherwise pay mmap,
- * munmap and a page fault per 4 KiB every time: glibc is several times
- * faster than jemalloc on such loops because it reuses such memory. Freed
- * mappings (without alignment padding) wait here, bounded in count and
- * bytes. A request takes the smallest entry that fits with at most three
- * quarters to spare, or else the smallest bigger one, cut down in place:
- * its head is already faulted in. Entries up to CACHE_MAX_ENTRY, 48 MiB,
- * cover glibc's own reuse range (its mmap threshold tops out at 32 MiB);
- * a bigger one would empty the cache to get in.
+ * munmap and a page fault per 4 KiB every time: an allocator that reuses
+ * such memory, as glibc does, is much faster on such loops than one that
+ * does not (doc/design.md, "Large blocks"). Freed mappings (without
+ * alignment padding) wait here, bounded in count and bytes. A request
+ * takes the smallest entry that fits with at most three quarters to spare,
+ * or else the smallest bigger one, cut down in place: its head is already
+ * faulted in. Entries up to CACHE_MAX_ENTRY, 48 MiB, cover glibc's own
+ * reuse range (its mmap threshold tops out at 32 MiB); a bigger one would
+ * empty the cache to get in.
  *
  * The byte bound is what the cache adds to peak RSS while big blocks
  * churn (idle entries are purged after decay_ms like the rest). On the
- * large workload (2 threads, 64 KiB..32 MiB blocks, memset, 4 KiB pages;
- * glibc 0.72 s and 97 MiB, jemalloc 3.1 s and 145 MiB; medians of 9
- * interleaved runs) carve took 1.43 s and 126 MiB with a 48 MiB bound,
- * 1.26 s with 64, 0.80 s with 96 and 0.70 s and 146 MiB with 128: below
+ * large workload (2 threads, 64 KiB..32 MiB blocks, memset, 4 KiB pages)
+ * a smaller bound saves some RSS at a high cost in time and faults: below
  * about 96 MiB the cache keeps evicting the entries the next requests
- * need (76k faults at 48 MiB, 36k at 128; glibc 58k).
+ * need, and each comes back as a fresh mapping, faulted in again (figures:
+ * doc/design.md, "Large blocks"; doc/measurements.md).
  *
  * An entry unused for decay_ms is purged like free slices (MADV_FREE) but
  * stays mapped and cached, "lazy", until lazy_ms after its free: until the kernel
  * needs the memory its pages stay in place and reusing them costs no
  * fault, where a fresh mapping faults every page (or huge page) in again.
  * With decay_ms=2, so that most entries decay before reuse, the large
- * workload took 0.60 s and 4.4k faults this way against 0.75 s and 10.4k
- * faults unmapping them. purge=dontneed and cgroup pressure unmap instead:
- * the pages go at once, and with them the reason to keep the mapping. */
+ * workload took less time and far fewer faults this way than unmapping
+ * them (doc/measurements.md). purge=dontneed and cgroup pressure unmap
+ * instead: the pages go at once, and with them the reason to keep the
+ * mapping. */
 #define CACHE_SLOTS 32
 #define CACHE_MAX_BYTES ((size_t)128 << 20)
 #define CACHE_MAX_ENTRY ((size_t)48 << 20)
@@ -205,7 +207,8 @@ static size_t cut_down(entry_t e, size_t cut) {
 
 /* A cached mapping grown from old_size to new_size for h: huge pages for
  * its new part when it now reaches THP_MIN, as a fresh one would have
- * (without them the large workload took 1.7 s instead of 1.06 s). */
+ * (without them the new part faults in 4 KiB at a time, and the large
+ * workload was much slower: doc/measurements.md). */
 static void grown(large_t *h, size_t old_size, size_t new_size) {
     h->map_size = new_size;
     if (old_size < THP_MIN && thp_for(new_size))
@@ -219,7 +222,7 @@ static void grown(large_t *h, size_t old_size, size_t new_size) {
  * a smaller one is grown (its pages are kept and only the rest faults in).
  * Page faults are what large blocks cost (a VM makes each one dearer): on
  * the large workload (random 256 KiB..32 MiB blocks, memset, 2 threads)
- * this took carve from 235k faults to 72k (glibc 58k, jemalloc 255k). */
+ * this took away most of carve's faults (doc/measurements.md). */
 static large_t *cache_take(size_t map_size) {
     /* a peek without the lock: a miss only costs a fresh mapping */
     if (cache_empty())
@@ -237,8 +240,8 @@ static large_t *cache_take(size_t map_size) {
         /* A huge-page mapping is cut on a huge page boundary: a cut inside
          * one splits it, and a tail that is not 2 MiB-aligned moves page by
          * page and keeps none of its huge pages (both then fault and purge
-         * 4 KiB at a time; this took the large workload from 1.06 s to
-         * 0.48 s, glibc 2.0 s, on the same machine). */
+         * 4 KiB at a time, which made the large workload with huge pages
+         * much slower: doc/measurements.md). */
         size_t cut = thp_for(e.size) ? thp_round(map_size) : map_size;
         if (!fits_whole(e.size, map_size) && cut < e.size)
             e.size = cut_down(e, cut);

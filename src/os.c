@@ -181,12 +181,13 @@ void cv_os_populate(void *p, size_t size) {
 }
 
 /* A purge pass gives back many short runs (the free slices between live
- * pages): one madvise each cost 65-80 us on a virtual machine here, most of
- * it the TLB flush, while process_madvise(2) takes many ranges at once: 512
- * ranges of 64 KiB took 4 ms, against 34-40 ms one by one (Linux 6.18).
- * Recent kernels allow it: 6.13 opened every advice to a process's own
- * memory, and the PIDFD_SELF_THREAD sentinel that came after names it with
- * no file descriptor, so nothing needs redoing after fork. Older kernels,
+ * pages): one madvise each is dear on a virtual machine, most of it the
+ * TLB flush, while process_madvise(2) takes many ranges at once, for a
+ * fraction of the time of one call per range (figures: doc/design.md,
+ * "Giving memory back (purge.c)"; doc/measurements.md). Recent kernels
+ * allow it: 6.13 opened every advice to a process's own memory, and the
+ * PIDFD_SELF_THREAD sentinel that came after names it with no file
+ * descriptor, so nothing needs redoing after fork. Older kernels,
  * and any error, get one madvise per range from then on.
  *
  * A seccomp filter installed after carve started may kill the process on a

@@ -12,10 +12,11 @@
  * The owner's free pushes on free itself, not (as mimalloc does) on a
  * list of its own: the block freed last is the next handed out, its lines
  * still in this core's cache. With a separate list a freed block waited
- * until free ran dry, a page's worth of allocations later; on random_sizes
- * the L1 data misses (cachegrind) fell from 4.30M to 3.19M (jemalloc's
- * LIFO caches: 3.54M). Remote frees wait a little longer (until free runs
- * dry), which only delays their reuse.
+ * until free ran dry, a page's worth of allocations later, its lines cold
+ * by then; on random_sizes the L1 data misses (cachegrind) fell markedly
+ * (figures: doc/design.md, "Thread heaps and the three free lists").
+ * Remote frees wait a little longer (until free runs dry), which only
+ * delays their reuse.
  * malloc never looks at local_free or thread_free on its fast path; when
  * free runs dry the slow path folds them in (cv_page_collect), and only then
  * carves fresh blocks (cv_page_extend), so memory is touched in the order it

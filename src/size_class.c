@@ -6,9 +6,9 @@
  * SMALL_MAX (256 KiB), the spacing jemalloc uses (worst-case internal waste
  * 25% just above a power of two). Why eight below 512: blocks of a few
  * hundred bytes are a large part of most heaps, and for sizes spread evenly
- * over 16..512 the waste falls from 8.3% to 4.4% (the phases benchmark's
- * peak RSS: 1150 -> ~1110 MiB for 1 GiB of blocks), for 16 more classes,
- * which cost nothing until used (pages are carved lazily). 61 classes in
+ * over 16..512 the waste falls from 8.3% to 4.4% (a heap of such blocks
+ * peaks lower: doc/design.md, "Size classes"), for 16 more classes, which
+ * cost nothing until used (pages are carved lazily). 61 classes in
  * all: carve_stats has room for 64. Every class from 16 bytes up is a multiple
  * of 16, which gives the ABI's 16-byte alignment; a class's blocks are
  * aligned to its lowest set bit (pages start on 64 KiB boundaries), which
@@ -33,8 +33,8 @@ _Static_assert(CLASS_COUNT <= CARVE_STATS_CLASSES, "carve_stats must have room f
 /* For the "is this the start of a block" test without a division (Lemire,
  * Kaser and Kurz, "Faster remainder by direct computation", 2019): for a
  * 32-bit n, n is a multiple of d iff n * c <= c - 1 (mod 2^64) with
- * c = 2^64 / d + 1. A division was 1.4% of larson's time (remote frees
- * check their pointer). */
+ * c = 2^64 / d + 1. A division showed in larson's profile (remote frees
+ * check their pointer; figure: doc/measurements.md). */
 #define MAGIC(d) (UINT64_MAX / (d) + 1),
 const uint64_t cv_class_magic[CLASS_COUNT] = {CLASS_SIZES(MAGIC)};
 
@@ -50,14 +50,15 @@ const uint8_t cv_class_small[] = {
  * and with 8-block pages (up to 512 KiB) each class of 10 to 64 KiB kept its
  * own high-water mark of blocks in every thread; pages of 1 to 6 blocks
  * empty and go back to the arena, for any class and thread to reuse
- * (design.md: random_sizes peak RSS -15%, same speed). Bigger classes have
+ * (less peak RSS, same speed: doc/design.md, "Size classes"). Bigger classes have
  * one block a page, for the same reason: their 8-block pages (up to 1 MiB)
  * kept, per thread and class, every block a buffer grown by realloc had
  * passed through. A thread keeps a few such pages empty as spares, so that
  * holding several blocks does not cost an arena trip for each (heap.c).
- * With both, realloc_growth peaks at 18.7 MiB with 2 threads instead of
- * 26.6 (jemalloc 15.7; design.md). Pages are carved lazily, so a page's
- * address space costs no memory until its blocks are used. */
+ * With both, a buffer grown by realloc leaves much less behind it
+ * (realloc_growth's peak RSS: doc/design.md, "Size classes"). Pages are
+ * carved lazily, so a page's address space costs no memory until its
+ * blocks are used. */
 #define S(n) (uint8_t)(n)
 const uint8_t cv_class_slices[] = {
     /* 8 .. 8192: one slice */

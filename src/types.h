@@ -118,8 +118,10 @@ enum page_state {
  *   3. thread_free, which remote frees write.
  * With the class and bounds in the owner's line, every remote free pulled
  * that line to its own core (to check the pointer), and the owner's next
- * pop missed on page->free: under perf, 28% of xmalloc's malloc time sat
- * on that load and 7% of all its time in the remote free's check.
+ * pop missed on page->free: under perf, on xmalloc (one thread frees what
+ * another allocates), that load and the remote free's check were a large
+ * share of the time (figures: doc/design.md, "Address space";
+ * doc/measurements.md).
  */
 typedef struct page {
     /* 1. owner-only, written per block */
