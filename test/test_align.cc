@@ -1,11 +1,15 @@
-// test_align.cc: every power-of-two alignment from 8 bytes to 1 GiB through
-// the three aligned entry points, with ordinary blocks allocated in between.
+// test_align.cc: the aligned entry points: posix_memalign, aligned_alloc,
+// memalign, valloc and pvalloc, one behaviour per test (invalid and tiny
+// alignments, huge sizes, errno); then every power-of-two alignment from 8
+// bytes to 1 GiB through the three aligned entry points, with ordinary
+// blocks allocated in between.
 
 #include <carve.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -14,9 +18,20 @@
 #include <utility>
 #include <vector>
 
+#include <unistd.h>
+
 #include "util.h"
 
 namespace {
+
+using carve_test::is_aligned;
+using carve_test::opaque;
+
+size_t page_size() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+constexpr int kErrnoSentinel = 4242;
 
 enum class Api { kAlignedAlloc, kPosixMemalign, kMemalign };
 
@@ -46,10 +61,6 @@ void *aligned(Api api, size_t alignment, size_t size) {
     return nullptr;
 }
 
-bool is_aligned(const void *p, size_t alignment) {
-    return (reinterpret_cast<uintptr_t>(p) & (alignment - 1)) == 0;
-}
-
 struct Block {
     unsigned char *p;
     size_t size;
@@ -77,6 +88,176 @@ void expect_disjoint(std::vector<Block> blocks) {
             << "block " << static_cast<void *>(blocks[i - 1].p) << " of " << blocks[i - 1].size
             << " bytes overlaps " << static_cast<void *>(blocks[i].p);
 }
+
+// ---- posix_memalign -----------------------------------------------------
+
+TEST(CarvePosixMemalign, InvalidAlignmentReturnsEinvalAndKeepsErrno) {
+    const size_t bad[] = {0, 1, 2, 3, sizeof(void *) / 2, 12, 24, 48, 100, 4097, SIZE_MAX};
+    for (size_t alignment : bad) {
+        void *sentinel = reinterpret_cast<void *>(uintptr_t{0x1234560});
+        void *p = sentinel;
+        errno = kErrnoSentinel;
+        int r = carve_posix_memalign(&p, alignment, 64);
+        EXPECT_EQ(r, EINVAL) << "alignment " << alignment;
+        EXPECT_EQ(errno, kErrnoSentinel) << "alignment " << alignment << " changed errno";
+        EXPECT_TRUE(p == sentinel || p == nullptr)
+            << "alignment " << alignment << " stored " << p;
+        if (r == 0)
+            carve_free(p);
+    }
+}
+
+TEST(CarvePosixMemalign, SuccessReturnsZeroAlignedBlockAndKeepsErrno) {
+    for (size_t alignment = sizeof(void *); alignment <= (size_t{1} << 22); alignment *= 2) {
+        for (size_t n : {1, 64, 1000, 70000}) {
+            void *p = nullptr;
+            errno = kErrnoSentinel;
+            int r = carve_posix_memalign(&p, alignment, n);
+            ASSERT_EQ(r, 0) << "alignment " << alignment << " size " << n;
+            EXPECT_EQ(errno, kErrnoSentinel) << "alignment " << alignment << " size " << n;
+            ASSERT_NE(p, nullptr);
+            EXPECT_TRUE(is_aligned(p, alignment)) << p << " alignment " << alignment;
+            EXPECT_GE(carve_malloc_usable_size(p), n);
+            memset(p, 0x11, n);
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarvePosixMemalign, HugeSizeReturnsEnomemAndKeepsErrno) {
+    struct {
+        size_t alignment, size;
+    } cases[] = {
+        {16, SIZE_MAX},
+        {64, SIZE_MAX - 100},
+        {4096, SIZE_MAX - 4096},
+        {4096, static_cast<size_t>(PTRDIFF_MAX) + 1},
+        {size_t{1} << 22, size_t{1} << 62},
+        {8, size_t{1} << 48},
+    };
+    for (const auto &c : cases) {
+        void *p = nullptr;
+        errno = kErrnoSentinel;
+        int r = carve_posix_memalign(&p, c.alignment, opaque(c.size));
+        EXPECT_EQ(r, ENOMEM) << "alignment " << c.alignment << " size " << c.size;
+        EXPECT_EQ(errno, kErrnoSentinel) << "alignment " << c.alignment << " size " << c.size;
+        if (r == 0)
+            carve_free(p);
+    }
+}
+
+// ---- aligned_alloc ------------------------------------------------------
+
+TEST(CarveAlignedAlloc, NonPowerOfTwoAlignmentFailsWithEinval) {
+    for (size_t alignment : {3, 6, 24, 48, 100, 4097, 12345, 3 << 20}) {
+        errno = 0;
+        void *p = carve_aligned_alloc(opaque(alignment), 64);
+        EXPECT_EQ(p, nullptr) << "aligned_alloc(" << alignment << ", 64)";
+        EXPECT_EQ(errno, EINVAL) << "aligned_alloc(" << alignment << ", 64)";
+        if (p)
+            carve_free(p);
+    }
+}
+
+TEST(CarveAlignedAlloc, PowerOfTwoAlignmentsIncludingTinyOnesWork) {
+    for (size_t alignment = 1; alignment <= (size_t{1} << 22); alignment *= 2) {
+        for (size_t n : {size_t{1}, size_t{100}, alignment, 3 * alignment + 5}) {
+            void *p = carve_aligned_alloc(alignment, n);
+            ASSERT_NE(p, nullptr) << "aligned_alloc(" << alignment << ", " << n << ")";
+            EXPECT_TRUE(is_aligned(p, alignment)) << p;
+            EXPECT_GE(carve_malloc_usable_size(p), n);
+            memset(p, 0x22, n);
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarveAlignedAlloc, HugeSizeFailsWithEnomem) {
+    for (size_t n : {SIZE_MAX, SIZE_MAX - 64, static_cast<size_t>(PTRDIFF_MAX) + 1}) {
+        errno = 0;
+        void *p = carve_aligned_alloc(64, opaque(n));
+        EXPECT_EQ(p, nullptr) << n;
+        EXPECT_EQ(errno, ENOMEM) << n;
+        if (p)
+            carve_free(p);
+    }
+}
+
+// ---- memalign, valloc, pvalloc -----------------------------------------
+
+TEST(CarveMemalign, NonPowerOfTwoAlignmentIsRoundedUp) {
+    struct {
+        size_t asked, expected;
+    } cases[] = {{24, 32},     {48, 64},     {100, 128},          {3000, 4096},
+                 {5000, 8192}, {100000, 131072}, {3 << 20, 4 << 20}};
+    for (const auto &c : cases) {
+        for (size_t n : {1, 100, 10000}) {
+            void *p = carve_memalign(opaque(c.asked), n);
+            ASSERT_NE(p, nullptr) << "memalign(" << c.asked << ", " << n << ")";
+            EXPECT_TRUE(is_aligned(p, c.expected))
+                << "memalign(" << c.asked << ", " << n << ") = " << p << " is not aligned to "
+                << c.expected;
+            EXPECT_GE(carve_malloc_usable_size(p), n);
+            memset(p, 0x44, n);
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarveMemalign, PowerOfTwoAndTinyAlignmentsWork) {
+    for (size_t alignment : {0, 1, 2, 4, 8, 16, 64, 4096, 65536, 1 << 21}) {
+        for (size_t n : {1, 17, 5000, 300000}) {
+            void *p = carve_memalign(alignment, n);
+            ASSERT_NE(p, nullptr) << "memalign(" << alignment << ", " << n << ")";
+            if (alignment > 1) {
+                EXPECT_TRUE(is_aligned(p, alignment)) << p;
+            }
+            EXPECT_TRUE(is_aligned(p, n >= 16 ? 16 : 8)) << p;
+            EXPECT_GE(carve_malloc_usable_size(p), n);
+            memset(p, 0x45, n);
+            carve_free(p);
+        }
+    }
+}
+
+TEST(CarveValloc, ReturnsPageAlignedBlocks) {
+    const size_t page = page_size();
+    for (size_t n : {size_t{1}, size_t{100}, page - 1, page, page + 1, size_t{40000},
+                     size_t{300000}, size_t{(1 << 20) + 1}}) {
+        void *p = carve_valloc(n);
+        ASSERT_NE(p, nullptr) << "valloc(" << n << ")";
+        EXPECT_TRUE(is_aligned(p, page)) << "valloc(" << n << ") = " << p;
+        EXPECT_GE(carve_malloc_usable_size(p), n);
+        memset(p, 0x55, n);
+        carve_free(p);
+    }
+}
+
+TEST(CarvePvalloc, RoundsSizeUpToWholePages) {
+    const size_t page = page_size();
+    for (size_t n : {size_t{1}, size_t{100}, page - 1, page, page + 1, 3 * page + 5,
+                     size_t{300000}, size_t{(1 << 20) + 1}}) {
+        void *p = carve_pvalloc(n);
+        ASSERT_NE(p, nullptr) << "pvalloc(" << n << ")";
+        EXPECT_TRUE(is_aligned(p, page)) << "pvalloc(" << n << ") = " << p;
+        const size_t rounded = round_up(n, page);
+        ASSERT_GE(carve_malloc_usable_size(p), rounded) << "pvalloc(" << n << ")";
+        memset(p, 0x66, rounded);  // the whole rounded size is ours
+        carve_free(p);
+    }
+}
+
+TEST(CarvePvalloc, ZeroSizeGivesOneUsablePage) {
+    const size_t page = page_size();
+    void *p = carve_pvalloc(0);
+    ASSERT_NE(p, nullptr);
+    EXPECT_TRUE(is_aligned(p, page)) << p;
+    ASSERT_GE(carve_malloc_usable_size(p), page) << "pvalloc(0) must give a whole page";
+    memset(p, 0x77, page);
+    carve_free(p);
+}
+
+// ---- every alignment ------------------------------------------------------
 
 TEST(CarveAlign, EveryPowerOfTwoAlignmentFrom8BytesTo1GiBIsHonoured) {
     const Api apis[] = {Api::kAlignedAlloc, Api::kPosixMemalign, Api::kMemalign};

@@ -16,7 +16,11 @@
 #include <random>
 #include <vector>
 
+#include "util.h"
+
 namespace {
+
+using carve_test::first_nonzero;
 
 constexpr size_t kSlots = 10000;
 constexpr long kOperations = 1000000;
@@ -65,14 +69,6 @@ size_t first_mismatch(const void *p, size_t n, uint64_t seed) {
     for (size_t k = 0; k < n % 8; k++)
         if (b[8 * words + k] != reinterpret_cast<const unsigned char *>(&want)[k])
             return 8 * words + k;
-    return n;
-}
-
-size_t first_nonzero(const void *p, size_t n) {
-    const unsigned char *b = static_cast<const unsigned char *>(p);
-    for (size_t i = 0; i < n; i++)
-        if (b[i])
-            return i;
     return n;
 }
 

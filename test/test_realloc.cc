@@ -1,6 +1,8 @@
-// test_realloc.cc: carve_realloc keeps what the block held, across every
-// size class boundary, into and out of large blocks, for large blocks grown
-// and shrunk by whole megabytes, and for blocks that started out aligned.
+// test_realloc.cc: carve_realloc and carve_reallocarray: a null pointer and a
+// zero size, sizes that cannot be had (the block stays as it was), and the
+// contents kept across every size class boundary, into and out of large
+// blocks, for large blocks grown and shrunk by whole megabytes, and for
+// blocks that started out aligned.
 
 #include <carve.h>
 
@@ -24,17 +26,119 @@
 
 namespace {
 
-constexpr size_t kMiB = size_t{1} << 20;
+using carve_test::assorted_sizes;
+using carve_test::fill;
+using carve_test::first_mismatch;
+using carve_test::is_aligned;
+using carve_test::kMiB;
+using carve_test::opaque;
+using carve_test::pattern_word;
 
-// Position-dependent bytes with a long period: a shifted or partial copy
-// does not match. Byte i is byte i % 8 (from the low end) of word i / 8.
-inline uint64_t pattern_word(size_t w, uint32_t seed) {
-    uint64_t x = (uint64_t{seed} << 32) ^ (w * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 29;
-    x *= 0xbf58476d1ce4e5b9ull;
-    return x ^ (x >> 32);
+// ---- realloc ------------------------------------------------------------
+
+TEST(CarveRealloc, NullPointerActsLikeMalloc) {
+    for (size_t n : assorted_sizes()) {
+        void *p = carve_realloc(nullptr, n);
+        ASSERT_NE(p, nullptr) << n;
+        EXPECT_TRUE(is_aligned(p, n >= 16 ? 16 : 8)) << n;
+        EXPECT_GE(carve_malloc_usable_size(p), n);
+        memset(p, 0x33, n);
+        carve_free(p);
+    }
 }
 
+TEST(CarveRealloc, ZeroSizeFreesAndReturnsNull) {
+    for (size_t n : {1, 100, 5000, 40000, 300000, 1 << 20}) {
+        void *p = carve_malloc(n);
+        ASSERT_NE(p, nullptr);
+        memset(p, 1, n);
+        EXPECT_EQ(carve_realloc(p, 0), nullptr) << "realloc(malloc(" << n << "), 0)";
+    }
+}
+
+TEST(CarveRealloc, ZeroSizeReallyReleasesTheBlock) {
+    // If realloc(p, 0) leaked, this loop would hold 200 MB.
+    struct carve_mallinfo2 before = carve_mallinfo2();
+    for (int i = 0; i < 200000; i++) {
+        void *p = carve_malloc(1000);
+        ASSERT_NE(p, nullptr);
+        static_cast<char *>(p)[0] = 1;
+        ASSERT_EQ(carve_realloc(p, 0), nullptr);
+    }
+    struct carve_mallinfo2 after = carve_mallinfo2();
+    size_t grew = (after.arena + after.hblkhd) - std::min(after.arena + after.hblkhd,
+                                                           before.arena + before.hblkhd);
+    EXPECT_LT(grew, size_t{32} << 20) << "heap grew by " << grew << " bytes";
+}
+
+TEST(CarveRealloc, GrowingKeepsContents) {
+    void *p = carve_malloc(10);
+    ASSERT_NE(p, nullptr);
+    fill(p, 10, 1);
+    size_t have = 10;
+    for (size_t n : {100, 1000, 50000, 400000, 3000000}) {
+        p = carve_realloc(p, n);
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(first_mismatch(p, have, 1), have) << "after growing to " << n;
+        fill(p, n, 1);
+        have = n;
+    }
+    carve_free(p);
+}
+
+TEST(CarveRealloc, ShrinkingToHalfOrMoreStaysInPlaceAndKeepsContents) {
+    for (size_t old_size : {32, 100, 1000, 5000, 40000, 200000, 300000, 1 << 20, 8 << 20}) {
+        void *probe = carve_malloc(old_size);
+        ASSERT_NE(probe, nullptr);
+        const size_t usable = carve_malloc_usable_size(probe);
+        carve_free(probe);
+        for (size_t new_size : {usable - 1, usable * 3 / 4, usable / 2 + 1}) {
+            void *p = carve_malloc(old_size);
+            ASSERT_NE(p, nullptr);
+            fill(p, old_size, 7);
+            void *q = carve_realloc(p, new_size);
+            ASSERT_NE(q, nullptr);
+            EXPECT_EQ(q, p) << "realloc from " << old_size << " (usable " << usable
+                            << ") down to " << new_size << " moved the block";
+            size_t keep = std::min(old_size, new_size);
+            EXPECT_EQ(first_mismatch(q, keep, 7), keep)
+                << "shrink " << old_size << " -> " << new_size;
+            EXPECT_GE(carve_malloc_usable_size(q), new_size);
+            carve_free(q);
+        }
+    }
+}
+
+TEST(CarveRealloc, ImpossibleSizeFailsAndKeepsOriginalBlock) {
+    for (size_t n : {100, 40000, 1 << 20}) {
+        void *p = carve_malloc(n);
+        ASSERT_NE(p, nullptr);
+        fill(p, n, 3);
+        for (size_t huge : {SIZE_MAX, SIZE_MAX - 4096, static_cast<size_t>(PTRDIFF_MAX) + 1,
+                            size_t{1} << 48}) {
+            errno = 0;
+            void *q = carve_realloc(p, opaque(huge));
+            EXPECT_EQ(q, nullptr) << "realloc(" << n << "-byte block, " << huge << ")";
+            EXPECT_EQ(errno, ENOMEM) << "realloc(" << n << "-byte block, " << huge << ")";
+            if (q) {  // should not happen; keep going with what we got
+                p = q;
+                fill(p, n, 3);
+            }
+            EXPECT_EQ(first_mismatch(p, n, 3), n) << "original block changed";
+        }
+        // The original block is still valid: it can be grown and freed.
+        void *q = carve_realloc(p, n * 2);
+        ASSERT_NE(q, nullptr);
+        EXPECT_EQ(first_mismatch(q, n, 3), n);
+        carve_free(q);
+    }
+}
+
+// ---- contents across every size ------------------------------------------
+
+// Bytes from..to of util.h's pattern: byte i is byte i % 8 (from the low
+// end, as fill() lays words out on a little-endian machine) of
+// pattern_word(i / 8, seed).
 void fill_range(void *p, size_t from, size_t to, uint32_t seed) {
     uint8_t *b = static_cast<uint8_t *>(p);
     uint64_t w = pattern_word(from / 8, seed);
@@ -43,18 +147,6 @@ void fill_range(void *p, size_t from, size_t to, uint32_t seed) {
             w = pattern_word(i / 8, seed);
         b[i] = static_cast<uint8_t>(w >> (8 * (i & 7)));
     }
-}
-
-size_t first_mismatch(const void *p, size_t n, uint32_t seed) {
-    const uint8_t *b = static_cast<const uint8_t *>(p);
-    uint64_t w = 0;
-    for (size_t i = 0; i < n; i++) {
-        if ((i & 7) == 0)
-            w = pattern_word(i / 8, seed);
-        if (b[i] != static_cast<uint8_t>(w >> (8 * (i & 7))))
-            return i;
-    }
-    return n;
 }
 
 // The first size of every size class up to a bit past the largest class
@@ -340,6 +432,51 @@ TEST(CarveRealloc, MovingLargeBlocksDoNotUnregisterOtherThreadsNewBlocks) {
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
         << "child died of signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+// ---- reallocarray -------------------------------------------------------
+
+TEST(CarveReallocarray, GrowsLikeReallocAndKeepsContents) {
+    void *p = carve_reallocarray(nullptr, 10, 10);
+    ASSERT_NE(p, nullptr);
+    fill(p, 100, 5);
+    p = carve_reallocarray(p, 1000, 10);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(first_mismatch(p, 100, 5), 100u);
+    EXPECT_GE(carve_malloc_usable_size(p), 10000u);
+    memset(p, 0, 10000);
+    carve_free(p);
+}
+
+TEST(CarveReallocarray, OverflowFailsWithEnomemAndLeavesBlockIntact) {
+    for (size_t n : {100, 40000, 1 << 20}) {
+        void *p = carve_malloc(n);
+        ASSERT_NE(p, nullptr);
+        fill(p, n, 9);
+        struct {
+            size_t nmemb, size;
+        } cases[] = {
+            {SIZE_MAX / 2 + 1, 2},                  // wraps to 0
+            {size_t{1} << 32, (size_t{1} << 32) + 1},  // wraps to 2^32
+            {SIZE_MAX, SIZE_MAX},
+            {3, SIZE_MAX / 3 + 1},
+        };
+        for (const auto &c : cases) {
+            errno = 0;
+            void *q = carve_reallocarray(p, opaque(c.nmemb), opaque(c.size));
+            EXPECT_EQ(q, nullptr) << "reallocarray(p, " << c.nmemb << ", " << c.size << ")";
+            EXPECT_EQ(errno, ENOMEM);
+            if (q) {
+                p = q;
+                fill(p, n, 9);
+            }
+            EXPECT_EQ(first_mismatch(p, n, 9), n) << "original block changed";
+        }
+        void *q = carve_realloc(p, n + 1);
+        ASSERT_NE(q, nullptr);
+        EXPECT_EQ(first_mismatch(q, n, 9), n);
+        carve_free(q);
+    }
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 // util.h: helpers shared by the test files: the CARVE_TEST_SCALE knob
-// (sanitizer runs scale heavy tests down), and a pattern fill with a
-// checksum to detect any byte a block lost, RSS, and the debug-mode skip.
+// (sanitizer runs scale heavy tests down), the status of a child process,
+// patterns that detect any byte a block lost (a random fill with a
+// checksum, and a position-dependent pattern), blocks with their checksum,
+// carve_stats_read figures, RSS, sizes passed through a volatile, wall-clock
+// budgets, and the debug-mode skip.
 #ifndef CARVE_TEST_UTIL_H
 #define CARVE_TEST_UTIL_H
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -11,7 +15,10 @@
 #include <cstring>
 #include <cerrno>
 #include <csignal>
+#include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <carve.h>
 
@@ -28,6 +35,17 @@
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
 #define CARVE_SANITIZED 1
+#endif
+#endif
+
+// CARVE_TSAN: built with ThreadSanitizer alone (its runtime tears down a
+// thread's state in the last destructor round, and cannot start threads
+// after a multithreaded fork).
+#if defined(__SANITIZE_THREAD__)
+#define CARVE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CARVE_TSAN 1
 #endif
 #endif
 
@@ -133,6 +151,178 @@ inline bool debug_mode() {
     const size_t u = carve_malloc_usable_size(p);
     carve_free(p);
     return u == 17;
+}
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+inline void sleep_ms(unsigned ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// Sizes passed through a volatile so that the compiler neither folds the
+// call nor warns about an impossible request (nor sees the bug a debug test
+// makes on purpose).
+inline size_t opaque(size_t n) {
+    volatile size_t v = n;
+    return v;
+}
+
+inline bool is_aligned(const void *p, size_t alignment) {
+    return (reinterpret_cast<uintptr_t>(p) & (alignment - 1)) == 0;
+}
+
+// A position-dependent pattern (each 8-byte word differs), so that a block
+// copied to a shifted place or copied in part is caught. Byte i of a block
+// is byte i % 8 of pattern_word(i / 8, seed).
+inline uint64_t pattern_word(size_t i, unsigned seed) {
+    uint64_t x = (uint64_t{seed} << 32) ^ (i * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ull;
+    return x ^ (x >> 32);
+}
+
+inline void fill(void *p, size_t n, unsigned seed) {
+    unsigned char *b = static_cast<unsigned char *>(p);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w = pattern_word(i / 8, seed);
+        memcpy(b + i, &w, 8);
+    }
+    uint64_t w = pattern_word(i / 8, seed);
+    memcpy(b + i, &w, n - i);
+}
+
+// Index of the first byte that differs from the pattern, or n.
+inline size_t first_mismatch(const void *p, size_t n, unsigned seed) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    for (size_t i = 0; i < n; i += 8) {
+        const uint64_t w = pattern_word(i / 8, seed);
+        unsigned char want[8];
+        memcpy(want, &w, 8);
+        const size_t len = n - i < 8 ? n - i : 8;
+        if (memcmp(b + i, want, len) != 0)
+            for (size_t k = 0; k < len; k++)
+                if (b[i + k] != want[k])
+                    return i + k;
+    }
+    return n;
+}
+
+// Index of the first non-zero byte, or n.
+inline size_t first_nonzero(const void *p, size_t n) {
+    const unsigned char *b = static_cast<const unsigned char *>(p);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, b + i, 8);
+        if (w != 0)
+            break;
+    }
+    for (; i < n; i++)
+        if (b[i] != 0)
+            return i;
+    return n;
+}
+
+// Sizes from tiny to large (carve's large blocks start above 256 KiB).
+inline const std::vector<size_t> &assorted_sizes() {
+    static const std::vector<size_t> sizes = {
+        1,     2,     7,      8,      9,      15,     16,     17,      24,
+        31,    32,    33,     48,     64,     100,    127,    128,     129,
+        255,   256,   257,    500,    1000,   1024,   1025,   4095,    4096,
+        4097,  5000,  12345,  32768,  40000,  65536,  65537,  100000,  131072,
+        200000, 262143, 262144, 262145, 300000, 1 << 20, (1 << 20) + 1,
+        (4 << 20) + 12345, 16 << 20};
+    return sizes;
+}
+
+// Mostly small, some medium, a few large blocks.
+inline size_t thread_size(std::mt19937_64 &rng) {
+    uint64_t r = rng() % 1000;
+    if (r < 950)
+        return 1 + rng() % 1024;
+    if (r < 998)
+        return 1025 + rng() % (64 << 10);
+    return 300000 + rng() % (1 << 20);  // large blocks
+}
+
+// A block filled with a random pattern, and its checksum.
+struct Block {
+    unsigned char *p;
+    size_t size;
+    uint64_t sum;
+};
+
+// Allocates n bytes, fills them from seed and records the checksum.
+inline bool make_block(Block &b, size_t n, uint64_t seed) {
+    b.p = static_cast<unsigned char *>(carve_malloc(n));
+    b.size = n;
+    if (b.p == nullptr)
+        return false;
+    fill_random(b.p, n, seed);
+    b.sum = checksum(b.p, n);
+    return true;
+}
+
+inline bool intact(const Block &b) { return checksum(b.p, b.size) == b.sum; }
+
+// carve_stats_read at construction, and figures drawn from it.
+struct Stats {
+    carve_stats s;
+    Stats() { carve_stats_read(&s); }
+    size_t pages() const {
+        size_t n = 0;
+        for (size_t c = 0; c < s.class_count; c++)
+            n += s.classes[c].pages;
+        return n;
+    }
+    size_t live_blocks() const {
+        size_t n = 0;
+        for (size_t c = 0; c < s.class_count; c++)
+            n += s.classes[c].live;
+        return n;
+    }
+    // Slices touched and not purged, without the large blocks and the cache.
+    size_t small_committed() const { return s.committed - s.large_mapped - s.large_cached; }
+    // The class that serves a request of n bytes (the smallest that fits).
+    size_t class_of(size_t n) const {
+        for (size_t c = 0; c < s.class_count; c++)
+            if (s.classes[c].size >= n)
+                return c;
+        return s.class_count;
+    }
+};
+
+// Wall-clock budget of a loop whose cost depends on the machine.
+class TimeBudget {
+public:
+    explicit TimeBudget(double seconds)
+        : end_(std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                   std::chrono::duration<double>(seconds))) {}
+    bool spent() const { return std::chrono::steady_clock::now() >= end_; }
+
+private:
+    std::chrono::steady_clock::time_point end_;
+};
+
+// Runs fn in a child process (for what cannot be undone in this one: a
+// seccomp filter, mlockall, a purger thread); returns its exit status,
+// 1000 + n when a signal n killed it, -1 when fork failed.
+inline int run_in_child(int (*fn)(), unsigned alarm_s = 20) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == -1)
+        return -1;
+    if (pid == 0) {
+        alarm(alarm_s);
+        _exit(fn());
+    }
+    int status = wait_child(pid);
+    if (status == -1)
+        return -1;
+    if (WIFSIGNALED(status))
+        return 1000 + WTERMSIG(status);
+    return WEXITSTATUS(status);
 }
 
 }  // namespace carve_test
