@@ -156,11 +156,10 @@ static void demand_window(uint64_t now) {
     }
 }
 
-/* When the heaps took this many slices in the last one or two decay
+/* When the heaps took POPULATE_DEMAND slices in the last one or two decay
  * windows, they are growing, and a page that its heap says will be filled
  * (dense) has its memory faulted in with one call rather than one fault
  * per 4 KiB page as it is carved. */
-#define POPULATE_DEMAND SLICES_PER_CHUNK
 
 static void populate_runs(chunk_t *chunk, uint64_t slices) {
     while (slices) {
@@ -272,11 +271,8 @@ void cv_arena_page_free_locked(page_t *page) {
     atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
 }
 
-/* Idle slices kept whatever the demand (one chunk), and how far past its
- * budget the idle memory may run before a pass: at most one pass per 4 MiB
- * freed, in runs long enough to keep madvise calls few. */
-#define IDLE_FLOOR SLICES_PER_CHUNK
-#define IDLE_STEP SLICES_PER_CHUNK
+/* Idle slices kept whatever the demand (IDLE_FLOOR), and how far past its
+ * budget the idle memory may run before a pass (IDLE_STEP). */
 
 static size_t idle_budget(void) {
     size_t demand = arena.demand_cur + arena.demand_prev;
@@ -441,16 +437,13 @@ static void purge_runs(os_purge_batch_t *batch, chunk_t *chunk, uint64_t slices)
  * RSS shows at once. dontneed (purge=dontneed, cgroup pressure) skips the
  * lazy stage; lazy_ms UINT64_MAX never leaves it (purge=free).
  *
- * A chunk that has stayed wholly free and purged for a long time is
- * unmapped, beyond a few kept for reuse: a chunk mapped and unmapped on
+ * A chunk that has stayed wholly free and purged for CHUNK_UNMAP_MS is
+ * unmapped, beyond CHUNKS_RETAINED kept for reuse: a chunk mapped and unmapped on
  * every swing of the program's footprint would pay for the faults each
  * time. (No thread reads a page descriptor of a chunk that may be
  * unmapped: a remote free reads what it needs before its push, see
  * push_remote, and cv_arena_free_abandoned checks the chunk map under this
  * lock.) */
-#define CHUNKS_RETAINED 4
-#define CHUNK_UNMAP_MS 2000
-
 size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool dontneed) {
     cv_arena_lock();
     size_t before = cv_stats.small_purged;

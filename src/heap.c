@@ -156,7 +156,6 @@ static void page_retire(heap_t *heap, page_t *page) {
  * page with used 0 (the current page holds the pin); the queue of a
  * one-block class holds its current page and its spares only (the others
  * are full), so counting them is a short walk. */
-#define SPARE_BYTES ((size_t)256 << 10)
 
 static bool one_block_class(unsigned c) {
     return cv_class_size[c] > SLICE_SIZE / 2;
@@ -211,7 +210,6 @@ static void retire_spares(heap_t *heap, unsigned c) {
  * doc/design.md, "Departures from the design brief"; doc/measurements.md).
  * The fast paths do not change, and a loop on one class never comes here.
  * skip is the class the slow path is looking for blocks of. */
-#define IDLE_CHECK 16 /* slow paths between two checks */
 _Static_assert(CLASS_COUNT <= 64, "one bit of idle_current per class");
 static void retire_idle(heap_t *heap, unsigned skip) {
     uint64_t skip_bit = (uint64_t)1 << skip;

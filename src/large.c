@@ -16,7 +16,7 @@
 #define _GNU_SOURCE
 #include "internal.h"
 
-/* With thp=1, large mappings from this size get MADV_HUGEPAGE: they are
+/* With thp=1, large mappings from THP_MIN up get MADV_HUGEPAGE: they are
  * chunk-aligned, so every whole 2 MiB of them can be a huge page. Off by
  * default (see doc/design.md, "Huge pages: off by default"): a huge page is
  * faulted in whole, so a big table written sparsely is resident in full
@@ -24,7 +24,6 @@
  * small part of it without), and with the kernel's default defrag setting
  * ("madvise") such a fault may compact memory on the spot, the stall that
  * latency-bound servers turn THP off to avoid. */
-#define THP_MIN ((size_t)2 << 20)
 
 static size_t page_round(size_t n) {
     return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
@@ -105,9 +104,6 @@ static size_t map_align(const large_t *h) {
  * them (doc/measurements.md). purge=dontneed and cgroup pressure unmap
  * instead: the pages go at once, and with them the reason to keep the
  * mapping. */
-#define CACHE_SLOTS 32
-#define CACHE_MAX_BYTES ((size_t)128 << 20)
-#define CACHE_MAX_ENTRY ((size_t)48 << 20)
 
 /* One cached mapping. Kept here rather than in the mapping's header: a
  * lazy entry's pages may have been taken back and read as zero. */

@@ -197,9 +197,8 @@ void cv_os_populate(void *p, size_t size) {
  * while the calling thread's status reads "Seccomp: 0" (filters are per
  * thread and never removed: the first sign of one, or a status that cannot
  * be read, ends batching for the process). Reading it costs three cheap
- * calls, so short batches are not worth it. */
+ * calls, so batches shorter than BATCH_MIN are not worth it. */
 #define PIDFD_SELF_THREAD_ (-10000)
-#define BATCH_MIN 8
 static _Atomic bool batch_off;
 
 static bool seccomp_free(void) {

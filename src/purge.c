@@ -88,9 +88,8 @@ static void pass(uint64_t now) {
 
 /* ---- the background purger ---------------------------------------------- */
 
-/* With background=auto the purger starts once this much waits to be
- * purged, so that a program that never frees much never gets a thread. */
-#define BACKGROUND_START ((size_t)4 << 20)
+/* With background=auto the purger starts once BACKGROUND_START waits to
+ * be purged, so that a program that never frees much never gets a thread. */
 
 _Atomic bool cv_purge_start_wanted;
 

@@ -242,6 +242,44 @@ typedef struct bin {
 #define BIN_MAX_BLOCK 2048
 #define BIN_SLOTS 2048
 
+/* ---- tuning: when memory is kept, given back, faulted in -------------- */
+/* Each constant's reason in a line; the code that uses it says more. */
+
+/* arena.c: the heaps are growing (a chunk's worth of slices in the last one
+ * or two decay windows): dense pages are faulted in with one call. */
+#define POPULATE_DEMAND SLICES_PER_CHUNK
+/* arena.c: free slices kept resident whatever the recent demand (a chunk),
+ * and how far past its budget idle memory may run before a pass (one pass
+ * per chunk's worth freed, in runs long enough to keep madvise calls few). */
+#define IDLE_FLOOR SLICES_PER_CHUNK
+#define IDLE_STEP SLICES_PER_CHUNK
+/* arena.c: wholly free chunks kept mapped, so that a footprint swinging up
+ * and down does not map and fault them in again each time; the rest are
+ * unmapped once purged and unused this long (plus four decay periods). */
+#define CHUNKS_RETAINED 4
+#define CHUNK_UNMAP_MS 2000
+/* heap.c: empty pages of one-block classes a heap keeps queued (all classes
+ * together): each would otherwise be an arena round trip per malloc/free. */
+#define SPARE_BYTES ((size_t)256 << 10)
+/* heap.c: slow paths between two idle checks (retire_idle): often enough
+ * to give an unused class's pages back, rarely enough to cost nothing. */
+#define IDLE_CHECK 16
+/* large.c: with thp=1, mappings from a huge page up ask for huge pages. */
+#define THP_MIN ((size_t)2 << 20)
+/* large.c: the cache of freed mappings: entries, the bytes they may hold
+ * (what it adds to peak RSS while big blocks churn; less kept evicting what
+ * the next requests needed), and the biggest entry (glibc's mmap threshold
+ * tops out at 32 MiB; a bigger entry would empty the cache to get in). */
+#define CACHE_SLOTS 32
+#define CACHE_MAX_BYTES ((size_t)128 << 20)
+#define CACHE_MAX_ENTRY ((size_t)48 << 20)
+/* os.c: fewer runs than this are purged one madvise each: checking that
+ * process_madvise is safe (the thread's seccomp status) costs three calls. */
+#define BATCH_MIN 8
+/* purge.c: background=auto starts the purger once this much waits to be
+ * purged; a program that never frees much never gets a thread. */
+#define BACKGROUND_START ((size_t)4 << 20)
+
 typedef struct heap {
     /* Fast path: bins[c + 1] is class c's bin (bins[0]: no bin, max 0, for
      * the slice_bin value 0); direct[c] is the page that calloc, and malloc
