@@ -217,14 +217,11 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
     page_t *page = &chunk->pages[first];
     page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
     /* lazily freed slices taken back into use count as committed again */
-    atomic_fetch_sub_explicit(&cv_stats.small_lazy,
-                              (size_t)__builtin_popcountll(chunk->slices_dirty & ~chunk->slices_resident & mask)
-                                  << SLICE_SHIFT,
-                              memory_order_relaxed);
+    uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
+    cv_stat_sub(&cv_stats.small_lazy, (size_t)__builtin_popcountll(was_lazy) << SLICE_SHIFT);
     chunk->slices_dirty |= mask;
-    atomic_fetch_add_explicit(&cv_stats.small_committed,
-                              (size_t)__builtin_popcountll(mask & ~chunk->slices_resident) << SLICE_SHIFT,
-                              memory_order_relaxed);
+    uint64_t fresh = mask & ~chunk->slices_resident;
+    cv_stat_add(&cv_stats.small_committed, (size_t)__builtin_popcountll(fresh) << SLICE_SHIFT);
     chunk->slices_resident |= mask;
     chunk->empty_since_ms = 0;
     page->start = (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT);
@@ -395,9 +392,7 @@ static void purge_flush(os_purge_batch_t *batch) {
                                  (unsigned)(len >> SLICE_SHIFT));
         uint64_t lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
         chunk->slices_dirty &= ~mask;
-        atomic_fetch_sub_explicit(&cv_stats.small_lazy,
-                                  (size_t)__builtin_popcountll(lazy) << SLICE_SHIFT,
-                                  memory_order_relaxed);
+        cv_stat_sub(&cv_stats.small_lazy, (size_t)__builtin_popcountll(lazy) << SLICE_SHIFT);
     }
     batch->n = 0;
 }
@@ -411,8 +406,8 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
     size_t slices = (size_t)__builtin_popcountll(was_resident), bytes = slices << SLICE_SHIFT;
     chunk->slices_resident &= ~mask;
     idle_add(-(ptrdiff_t)slices);
-    atomic_fetch_add_explicit(&cv_stats.small_lazy, bytes, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&cv_stats.small_committed, bytes, memory_order_relaxed);
+    cv_stat_add(&cv_stats.small_lazy, bytes);
+    cv_stat_sub(&cv_stats.small_committed, bytes);
     cv_stats.small_purged += bytes;
     for (unsigned i = first; i < first + n; i++) {
         if (was_resident >> i & 1)
@@ -496,7 +491,7 @@ size_t cv_arena_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool do
                 continue;
             }
             *link = next;
-            atomic_fetch_sub_explicit(&cv_stats.small_lazy, lazy, memory_order_relaxed);
+            cv_stat_sub(&cv_stats.small_lazy, lazy);
             cv_stats.chunks--;
             cv_stats.chunks_unmapped++;
             continue;

@@ -221,8 +221,7 @@ static void release(blk_t *b, const char *func) {
         break;
     case BLK_MAP: {
         dmap_t *h = b->map;
-        atomic_fetch_sub_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
+        cv_stat_large_unmapped(h->map_size);
         uintptr_t data = (uintptr_t)h + CARVE_PAGE;
         /* held back only once its pages fault: a block the kernel would not
          * protect (vm.max_map_count) goes at once, rather than wait readable */

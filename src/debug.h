@@ -133,8 +133,9 @@ __attribute__((noreturn, cold)) void cv_report_bad_pointer(void *p, const char *
                                                            const char *func);
 __attribute__((cold)) void cv_report_double_free(const page_t *page, void *p, const char *func);
 const char *cv_report_invalid_what(enum path path);
-__attribute__((noreturn, cold)) void cv_report_block(const char *what, uintptr_t b, size_t requested,
-                                                     size_t bs, bool known, const char *func);
+__attribute__((noreturn, cold)) void cv_report_block(const char *what, uintptr_t b,
+                                                     size_t requested, size_t bs, bool known,
+                                                     const char *func);
 __attribute__((noreturn, cold)) void cv_report_trailer(uintptr_t b, size_t bs, enum path path,
                                                        const char *func);
 __attribute__((noreturn, cold)) void cv_report_link(const page_t *page, uintptr_t b, size_t bs,

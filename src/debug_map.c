@@ -103,9 +103,7 @@ void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
         memset((void *)(user + keep), JUNK_ALLOC, size - keep);
     cv_arena_set_large(user, MAP_DEBUG);
     atomic_fetch_add_explicit(&dmaps, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_bytes, map_size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_total, 1, memory_order_relaxed);
+    cv_stat_large_mapped(map_size);
     return (void *)user;
 }
 

@@ -374,6 +374,28 @@ typedef struct stats {
     size_t class_purged[CLASS_COUNT];
 } stats_t;
 extern stats_t cv_stats;
+/* The statistics' two kinds of update: the _Atomic counters, bumped
+ * relaxed from any thread (readers want a consistent-enough snapshot, not
+ * an order), and the plain ones under the arena lock. A large mapping
+ * counts in three of them at once. */
+CARVE_INLINE void cv_stat_add(_Atomic size_t *counter, size_t n) {
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+CARVE_INLINE void cv_stat_sub(_Atomic size_t *counter, size_t n) {
+    atomic_fetch_sub_explicit(counter, n, memory_order_relaxed);
+}
+
+CARVE_INLINE void cv_stat_large_mapped(size_t map_size) {
+    cv_stat_add(&cv_stats.large_count, 1);
+    cv_stat_add(&cv_stats.large_bytes, map_size);
+    cv_stat_add(&cv_stats.large_total, 1);
+}
+
+CARVE_INLINE void cv_stat_large_unmapped(size_t map_size) {
+    cv_stat_sub(&cv_stats.large_count, 1);
+    cv_stat_sub(&cv_stats.large_bytes, map_size);
+}
 void cv_stats_print(void);
 void cv_stats_collect(struct carve_mallinfo2 *mi);
 void cv_stats_collect_legacy(struct carve_mallinfo *mi);

@@ -359,7 +359,7 @@ size_t cv_large_purge(uint64_t now, uint64_t decay_ms, uint64_t lazy_ms, bool do
         }
         cv_os_unmap(e.base, e.size);
     }
-    atomic_fetch_add_explicit(&cv_stats.large_purged, purged, memory_order_relaxed);
+    cv_stat_add(&cv_stats.large_purged, purged);
     return bytes;
 }
 
@@ -429,9 +429,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
     seal(h);
     uintptr_t user = (uintptr_t)h + offset;
     cv_arena_set_large(user, kind_for(offset));
-    atomic_fetch_add_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_bytes, map_size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&cv_stats.large_total, 1, memory_order_relaxed);
+    cv_stat_large_mapped(map_size);
     return (void *)user;
 }
 
@@ -455,8 +453,7 @@ large_t *cv_large_header(uintptr_t a, unsigned kind, const char *func) {
 void cv_large_free(large_t *h) {
     cv_arena_set_large((uintptr_t)h + h->offset, MAP_NONE);
     h->magic = 0; /* a second free of this address finds no header */
-    atomic_fetch_sub_explicit(&cv_stats.large_count, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&cv_stats.large_bytes, h->map_size, memory_order_relaxed);
+    cv_stat_large_unmapped(h->map_size);
     if (!cache_put(h))
         cv_os_unmap((uint8_t *)h - h->lead, h->lead + h->map_size);
 }
@@ -479,7 +476,7 @@ void *cv_large_realloc(large_t *h, size_t size) {
     if (cv_os_remap_inplace(h, old_size, new_size)) {
         h->size = h->map_size = new_size;
         seal(h);
-        atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
+        cv_stat_add(&cv_stats.large_bytes, new_size - old_size);
         return (uint8_t *)h + offset;
     }
     /* Move: reserve a new aligned place, then let the kernel move the pages
@@ -508,6 +505,6 @@ void *cv_large_realloc(large_t *h, size_t size) {
     nh->size = nh->map_size = new_size;
     seal(nh);
     cv_arena_set_large((uintptr_t)nh + offset, kind_for(offset));
-    atomic_fetch_add_explicit(&cv_stats.large_bytes, new_size - old_size, memory_order_relaxed);
+    cv_stat_add(&cv_stats.large_bytes, new_size - old_size);
     return (uint8_t *)nh + offset;
 }

@@ -139,7 +139,8 @@ static void *background(void *arg) {
         if (cv_options.background == BACKGROUND_AUTO && pending_bytes() == 0) {
             atomic_store(&purge.thread_started, false);
             bool no = false;
-            if (pending_bytes() == 0 || !atomic_compare_exchange_strong(&purge.thread_started, &no, true))
+            if (pending_bytes() == 0 ||
+                !atomic_compare_exchange_strong(&purge.thread_started, &no, true))
                 return NULL;
         }
         if (cv_options.background == BACKGROUND_OFF)
