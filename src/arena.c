@@ -161,14 +161,18 @@ static void demand_window(uint64_t now) {
  * (dense) has its memory faulted in with one call rather than one fault
  * per 4 KiB page as it is carved. */
 
+/* The first run of set bits of a non-empty slice bitmap: its length, and
+ * its start in *first. Bit 0 (the header) is never set in the bitmaps this
+ * walks, so the shifted complement always has a zero bit to find. */
+static unsigned next_run(uint64_t slices, unsigned *first) {
+    *first = (unsigned)__builtin_ctzll(slices);
+    return (unsigned)__builtin_ctzll(~(slices >> *first));
+}
+
 static void populate_runs(chunk_t *chunk, uint64_t slices) {
-    while (slices) {
-        unsigned first = (unsigned)__builtin_ctzll(slices);
-        unsigned n = (unsigned)__builtin_ctzll(~(slices >> first));
-        if (first + n > SLICES_PER_CHUNK)
-            n = SLICES_PER_CHUNK - first;
+    for (unsigned first, n; slices; slices &= ~run_mask(first, n)) {
+        n = next_run(slices, &first);
         cv_os_populate((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
-        slices &= ~run_mask(first, n);
     }
 }
 
@@ -416,12 +420,9 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
 }
 
 static void purge_runs(os_purge_batch_t *batch, chunk_t *chunk, uint64_t slices) {
-    while (slices) {
-        unsigned first = (unsigned)__builtin_ctzll(slices);
-        /* bit 0 (the header) is never free, so a run ends inside the word */
-        unsigned n = (unsigned)__builtin_ctzll(~(slices >> first));
+    for (unsigned first, n; slices; slices &= ~run_mask(first, n)) {
+        n = next_run(slices, &first);
         purge_run(batch, chunk, first, n);
-        slices &= ~run_mask(first, n);
     }
 }
 
@@ -529,12 +530,7 @@ size_t cv_arena_purge_excess(bool dontneed) {
             continue;
         }
         keep = 0;
-        while (idle) {
-            unsigned first = (unsigned)__builtin_ctzll(idle);
-            unsigned n = (unsigned)__builtin_ctzll(~(idle >> first));
-            purge_run(&batch, chunk, first, n);
-            idle &= ~run_mask(first, n);
-        }
+        purge_runs(&batch, chunk, idle);
     }
     purge_flush(&batch);
     size_t purged = cv_stats.small_purged - before;

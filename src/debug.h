@@ -84,9 +84,6 @@ typedef struct dmap {
                          switched on at run time, after the block was made) */
 } dmap_t;
 
-static inline size_t dbg_page_round(size_t n) {
-    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
-}
 
 static inline uint64_t live_word(uintptr_t b, size_t size) {
     return ((uint64_t)b * KEY_LIVE) ^ SALT_LIVE ^ size;

@@ -75,7 +75,7 @@ void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
     size_t lead = align > CARVE_PAGE ? align : CARVE_PAGE;
     if (size > PTRDIFF_MAX - lead - 2 * CARVE_PAGE - CHUNK_SIZE)
         return NULL;
-    size_t end_off = dbg_page_round(lead + size);
+    size_t end_off = cv_page_round(lead + size);
     size_t map_size = end_off + (guarded() ? CARVE_PAGE : 0);
     cv_purge_tick(); /* new memory: let decayed memory go first */
     uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE, false);

@@ -16,6 +16,11 @@
 #include <errno.h>
 #include <string.h>
 
+/* n rounded up to whole kernel pages. */
+CARVE_INLINE size_t cv_page_round(size_t n) {
+    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
+}
+
 /* ---- os.c: every kernel call ------------------------------------------- */
 void *cv_os_map(size_t size);
 void *cv_os_map_aligned(size_t size, size_t align, bool reserve);

@@ -25,9 +25,6 @@
  * ("madvise") such a fault may compact memory on the spot, the stall that
  * latency-bound servers turn THP off to avoid. */
 
-static size_t page_round(size_t n) {
-    return (n + CARVE_PAGE - 1) & ~(size_t)(CARVE_PAGE - 1);
-}
 
 static size_t thp_round(size_t n) {
     return (n + THP_MIN - 1) & ~(THP_MIN - 1);
@@ -83,7 +80,7 @@ static size_t map_align(const large_t *h) {
  * alignment padding) wait here, bounded in count and bytes. A request
  * takes the smallest entry that fits with at most three quarters to spare,
  * or else the smallest bigger one, cut down in place: its head is already
- * faulted in. Entries up to CACHE_MAX_ENTRY, 48 MiB, cover glibc's own
+ * faulted in. Entries up to CACHE_MAX_ENTRY cover glibc's own
  * reuse range (its mmap threshold tops out at 32 MiB); a bigger one would
  * empty the cache to get in.
  *
@@ -404,7 +401,7 @@ void *cv_large_alloc(size_t size, size_t align, bool zero) {
         errno = ENOMEM;
         return NULL;
     }
-    size_t block = page_round(offset + size);
+    size_t block = cv_page_round(offset + size);
     size_t map_size = map_size_for(block);
     large_t *h = lead == 0 ? cache_take(map_size) : NULL;
     if (h != NULL) {
@@ -465,7 +462,7 @@ void *cv_large_realloc(large_t *h, size_t size) {
         return NULL;
     }
     size_t old_size = h->map_size;
-    size_t new_size = page_round(offset + size);
+    size_t new_size = cv_page_round(offset + size);
     /* Within the mapping (not wasting three quarters of it): no call. */
     if (new_size <= old_size && new_size >= old_size / 4) {
         h->size = new_size;

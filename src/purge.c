@@ -143,8 +143,6 @@ static void *background(void *arg) {
                 !atomic_compare_exchange_strong(&purge.thread_started, &no, true))
                 return NULL;
         }
-        if (cv_options.background == BACKGROUND_OFF)
-            break;
     }
     atomic_store(&purge.thread_started, false);
     return NULL;

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define UNUSED __attribute__((unused))
@@ -300,6 +301,45 @@ static UNUSED void run_threads(int n, void *(*fn)(void *), void *args, size_t ar
     for (i = 0; i < n; i++)
         pthread_join(t[i], NULL);
     free(t);
+}
+
+/* Runs body(ctx) in a child process, so that what one part of a workload
+ * leaves behind does not show in the next; the child then sends the size
+ * bytes at result (which body filled in) back through a pipe, into the
+ * parent's result. Dies unless the child exits 0 having reported. */
+static UNUSED void run_in_child(void (*body)(void *ctx), void *ctx, void *result, size_t size,
+                                const char *what)
+{
+    int fds[2], status;
+    ssize_t got;
+    pid_t pid;
+
+    fflush(stdout); /* or the child would print it again */
+    if (pipe(fds) != 0)
+        die("%s: pipe: %s", what, strerror(errno));
+    pid = fork();
+    if (pid < 0)
+        die("%s: fork: %s", what, strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        body(ctx);
+        fflush(stdout);
+        if (write(fds[1], result, size) != (ssize_t)size)
+            die("%s: write to the parent: %s", what, strerror(errno));
+        _exit(0);
+    }
+    close(fds[1]);
+    do
+        got = read(fds[0], result, size);
+    while (got < 0 && errno == EINTR);
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            die("%s: waitpid: %s", what, strerror(errno));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        die("%s failed (status %d)", what, status);
+    if (got != (ssize_t)size)
+        die("%s reported nothing", what);
 }
 
 #endif

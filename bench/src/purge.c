@@ -31,7 +31,6 @@
  * usage: purge THREADS SCALE   (THREADS is ignored)
  */
 #include "common.h"
-#include <sys/wait.h>
 
 #define MIN_SIZE 16
 #define MAX_SIZE 512
@@ -117,42 +116,29 @@ static void large_part(double scale, struct part_result *r)
     r->blocks = 1;
 }
 
-/* Runs one part in a child process; its results come back through a pipe. */
+/* One part, in a child process (common.h). */
+struct part_call {
+    void (*fn)(double, struct part_result *);
+    double scale;
+    struct part_result *r;
+};
+
+static void call_part(void *ctx)
+{
+    struct part_call *c = ctx;
+    c->fn(c->scale, c->r);
+}
+
 static struct part_result run_part(void (*fn)(double, struct part_result *), double scale, const char *name)
 {
     struct part_result r = { 0 };
-    int fds[2], status;
-    ssize_t got;
-    pid_t pid;
+    struct part_call c = { fn, scale, &r };
+    char what[64];
 
-    fflush(stdout); /* or the child would print it again */
-    if (pipe(fds) != 0)
-        die("purge: pipe: %s", strerror(errno));
-    pid = fork();
-    if (pid < 0)
-        die("purge: fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(fds[0]);
-        fn(scale, &r);
-        fflush(stdout);
-        if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
-            die("purge: write to the parent: %s", strerror(errno));
-        _exit(0);
-    }
-    close(fds[1]);
-    do
-        got = read(fds[0], &r, sizeof r);
-    while (got < 0 && errno == EINTR);
-    close(fds[0]);
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            die("purge: waitpid: %s", strerror(errno));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        die("purge: the %s part failed (status %d)", name, status);
-    if (got != (ssize_t)sizeof r)
-        die("purge: the %s part reported nothing", name);
+    snprintf(what, sizeof what, "%s: the %s part", "purge", name);
+    run_in_child(call_part, &c, &r, sizeof r, what);
     if (r.alloc_sum != r.free_sum)
-        die("purge: %s part: sums of blocks freed and allocated differ", name);
+        die("%s: sums of blocks freed and allocated differ", what);
     return r;
 }
 

@@ -28,7 +28,6 @@
  */
 #include "common.h"
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #define MIN_SIZE 16
 #define MAX_SIZE 1024
@@ -135,42 +134,29 @@ static void part(double scale, int busy, struct part_result *r)
 static void busy_part(double scale, struct part_result *r) { part(scale, 1, r); }
 static void idle_part(double scale, struct part_result *r) { part(scale, 0, r); }
 
-/* Runs one part in a child process; its results come back through a pipe. */
+/* One part, in a child process (common.h). */
+struct part_call {
+    void (*fn)(double, struct part_result *);
+    double scale;
+    struct part_result *r;
+};
+
+static void call_part(void *ctx)
+{
+    struct part_call *c = ctx;
+    c->fn(c->scale, c->r);
+}
+
 static struct part_result run_part(void (*fn)(double, struct part_result *), double scale, const char *name)
 {
     struct part_result r = { 0 };
-    int fds[2], status;
-    ssize_t got;
-    pid_t pid;
+    struct part_call c = { fn, scale, &r };
+    char what[64];
 
-    fflush(stdout); /* or the child would print it again */
-    if (pipe(fds) != 0)
-        die("visible_rss: pipe: %s", strerror(errno));
-    pid = fork();
-    if (pid < 0)
-        die("visible_rss: fork: %s", strerror(errno));
-    if (pid == 0) {
-        close(fds[0]);
-        fn(scale, &r);
-        fflush(stdout);
-        if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
-            die("visible_rss: write to the parent: %s", strerror(errno));
-        _exit(0);
-    }
-    close(fds[1]);
-    do
-        got = read(fds[0], &r, sizeof r);
-    while (got < 0 && errno == EINTR);
-    close(fds[0]);
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            die("visible_rss: waitpid: %s", strerror(errno));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        die("visible_rss: the %s part failed (status %d)", name, status);
-    if (got != (ssize_t)sizeof r)
-        die("visible_rss: the %s part reported nothing", name);
+    snprintf(what, sizeof what, "%s: the %s part", "visible_rss", name);
+    run_in_child(call_part, &c, &r, sizeof r, what);
     if (r.alloc_sum != r.free_sum)
-        die("visible_rss: %s part: sums of blocks freed and allocated differ", name);
+        die("%s: sums of blocks freed and allocated differ", what);
     return r;
 }
 
