@@ -123,7 +123,7 @@ static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p,
 static inline void do_free(void *p, size_t size, const char *func) {
     uintptr_t a = (uintptr_t)p;
     if (unlikely((a & ~(((uintptr_t)1 << ADDRESS_BITS) - 8)) != 0 ||
-                 __atomic_load_n(&cv_chunk_map[a >> CHUNK_SHIFT], __ATOMIC_RELAXED) != MAP_SMALL)) {
+                 atomic_load_explicit(&cv_chunk_map[a >> CHUNK_SHIFT], memory_order_relaxed) != MAP_SMALL)) {
         free_other(p, size, func);
         return;
     }

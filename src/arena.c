@@ -15,7 +15,7 @@
 
 /* One byte per 4 MiB of the 47-bit address space (32 MiB of .bss, touched
  * sparsely). Written under the arena lock, read without it. */
-uint8_t cv_chunk_map[MAP_SLOTS];
+_Atomic uint8_t cv_chunk_map[MAP_SLOTS];
 
 static struct {
     cv_lock_t lock;
@@ -23,7 +23,7 @@ static struct {
     chunk_t *avail;              /* those with a free slice, newest first */
     uint64_t chunk_seq;          /* chunks made so far */
     uint8_t *reserve_cur, *reserve_end;
-    page_t *abandoned[CLASS_COUNT];
+    page_queue_t abandoned[CLASS_COUNT];
     uint8_t *meta_cur, *meta_end;
     /* Free slices still resident (not purged), and the slices handed out in
      * this and the previous window of decay_ms: what recent demand says
@@ -42,7 +42,7 @@ void cv_arena_unlock(void) {
 }
 
 static void map_set(uintptr_t a, unsigned kind) {
-    __atomic_store_n(&cv_chunk_map[a >> CHUNK_SHIFT], (uint8_t)kind, __ATOMIC_RELEASE);
+    atomic_store_explicit(&cv_chunk_map[a >> CHUNK_SHIFT], (uint8_t)kind, memory_order_release);
 }
 
 void cv_arena_set_large(uintptr_t slot_addr, unsigned kind) {
@@ -138,11 +138,11 @@ static uint64_t run_mask(unsigned first, unsigned n) {
 /* arena.idle changes under the lock; the purger reads it without (is
  * there anything to give back?), hence the atomic store. */
 static void idle_add(ptrdiff_t slices) {
-    __atomic_store_n(&arena.idle, arena.idle + (size_t)slices, __ATOMIC_RELAXED);
+    CV_SET(arena.idle, arena.idle + (size_t)slices);
 }
 
 size_t cv_arena_idle_bytes(void) {
-    return __atomic_load_n(&arena.idle, __ATOMIC_RELAXED) << SLICE_SHIFT;
+    return CV_PEEK(arena.idle) << SLICE_SHIFT;
 }
 
 /* Starts a new window of demand when decay_ms has passed (called where
@@ -219,7 +219,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
     if (chunk->slices_used == ~(uint64_t)0)
         avail_remove(chunk);
     page_t *page = &chunk->pages[first];
-    page->memory_is_zero = (chunk->slices_dirty & mask) == 0;
+    bool zero = (chunk->slices_dirty & mask) == 0;
     /* lazily freed slices taken back into use count as committed again */
     uint64_t was_lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
     cv_stat_sub(&cv_stats.small_lazy, (size_t)__builtin_popcountll(was_lazy) << SLICE_SHIFT);
@@ -228,9 +228,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
     cv_stat_add(&cv_stats.small_committed, (size_t)__builtin_popcountll(fresh) << SLICE_SHIFT);
     chunk->slices_resident |= mask;
     chunk->empty_since_ms = 0;
-    page->start = (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT);
-    page->slice_count = (uint8_t)n;
-    page->state = PAGE_OWNED; /* read under the lock by cv_arena_free_abandoned */
+    cv_page_span_init(page, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), n, zero);
     for (unsigned i = first; i < first + n; i++)
         chunk->slice_page[i] = (uint8_t)first;
     cv_arena_unlock();
@@ -255,21 +253,13 @@ void cv_arena_page_free_locked(page_t *page) {
         uint8_t *guard = cv_page_guard(page);
         if (!cv_os_protect(guard, CARVE_PAGE, true))
             cv_msg_fatal("mprotect failed", guard, "debug=guards page guard", "free");
-        page->guarded = false;
     }
     if (chunk->slices_used == ~(uint64_t)0)
         avail_insert(chunk);
     chunk->slices_used &= ~run_mask(first, n);
     idle_add((ptrdiff_t)n); /* slices in use are always resident */
     demand_window(now);
-    page->state = PAGE_FREE;
-    page->free = page->local_free = NULL;
-    page->used = 0;
-    page->capacity = page->reserved = 0;
-    page->next = page->prev = NULL;
-    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
-    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
-    atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
+    cv_page_reset(page);
 }
 
 /* Idle slices kept whatever the demand (IDLE_FLOOR), and how far past its
@@ -298,35 +288,19 @@ bool cv_arena_page_free(page_t *page) {
  * empty them (cv_arena_free_abandoned). Doubly linked for O(1) removal. */
 
 void cv_arena_abandon_locked(page_t *page) {
-    page_t **head = &arena.abandoned[page->class_idx];
-    page->state = PAGE_ABANDONED;
-    page->prev = NULL;
-    page->next = *head;
-    if (*head)
-        (*head)->prev = page;
-    /* atomic: cv_arena_adopt peeks at the head without the lock */
-    __atomic_store_n(head, page, __ATOMIC_RELAXED);
-}
-
-static void abandoned_unlink(page_t *page) {
-    if (page->prev)
-        page->prev->next = page->next;
-    else
-        __atomic_store_n(&arena.abandoned[page->class_idx], page->next, __ATOMIC_RELAXED);
-    if (page->next)
-        page->next->prev = page->prev;
-    page->next = page->prev = NULL;
+    cv_page_set_abandoned(page, true);
+    cv_page_queue_push_front(&arena.abandoned[page->class_idx], page);
 }
 
 page_t *cv_arena_adopt(unsigned class_idx) {
-    if (__atomic_load_n(&arena.abandoned[class_idx], __ATOMIC_RELAXED) == NULL)
+    /* a peek without the lock: most slow paths find none */
+    if (CV_PEEK(arena.abandoned[class_idx].first) == NULL)
         return NULL;
     cv_arena_lock();
-    page_t *page = arena.abandoned[class_idx];
+    page_t *page = arena.abandoned[class_idx].first;
     if (page != NULL) {
-        abandoned_unlink(page);
-        page->state = PAGE_OWNED;
-        atomic_fetch_and_explicit(&page->thread_free, ~TF_ABANDONED, memory_order_relaxed);
+        cv_page_queue_remove(&arena.abandoned[class_idx], page);
+        cv_page_set_abandoned(page, false);
     }
     cv_arena_unlock();
     return page;
@@ -344,7 +318,7 @@ bool cv_arena_free_abandoned(page_t *page) {
     if (cv_map_kind((uintptr_t)page) == MAP_SMALL && page->state == PAGE_ABANDONED) {
         cv_page_collect(page);
         if (page->used == 0) {
-            abandoned_unlink(page);
+            cv_page_queue_remove(&arena.abandoned[page->class_idx], page);
             cv_arena_page_free_locked(page);
             excess = over_budget();
         }

@@ -101,8 +101,7 @@ void cv_debug_free_to_page(page_t *page, block_t *b, const char *func) {
      * or another thread's: the key then no longer holds it) */
     if (heap != NULL && atomic_load_explicit(&page->heap, memory_order_relaxed) == heap &&
         pthread_getspecific(cv_heap_key) == heap) {
-        b->next = page->local_free;
-        page->local_free = b;
+        cv_page_push_local(page, b);
         if (cv_page_unuse(page))
             cv_heap_free_local_slow(page);
         return;

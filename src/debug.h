@@ -46,14 +46,8 @@ void cv_debug_reinit(void);
 #define JUNK_ALLOC 0xA5
 #define JUNK_FREE 0x5A
 #define CANARY_BYTE 0xCB
-#define CANARY_MIN 8 /* an 8-byte write past the end still misses the trailer */
 #define TRAILER 8
-#define OVERHEAD (CANARY_MIN + TRAILER)
-/* Canary bytes before a block in its own mapping: a write just before it
- * (an index of -1, a header written at the wrong offset) would otherwise
- * land in padding or in the header page's unused tail, unseen, where the
- * release build's large-block header would have caught it. */
-#define CANARY_BEFORE 64
+#define OVERHEAD (CANARY_MIN + TRAILER) /* CANARY_MIN: types.h */
 
 #define KEY_LIVE 0x9e3779b97f4a7c15ull /* odd: a multiplication is a bijection */
 #define SALT_LIVE 0x6361727665206c76ull
@@ -62,14 +56,6 @@ void cv_debug_reinit(void);
 
 #define DMAP_LIVE 0x6361727665646d6cull  /* "carvedml" */
 #define DMAP_FREED 0x6361727665646d66ull /* "carvedmf" */
-
-/* At most this many freed mappings wait in the quarantine (each holds two
- * of the kernel's vm.max_map_count mappings), and at most this much address
- * space: with the count alone, a program under RLIMIT_AS that frees 1 GiB
- * blocks in a loop ran out of address space within a few frees
- * (doc/measurements.md). */
-#define QUARANTINE_MAPS 2048
-#define QUARANTINE_SPACE ((size_t)1 << 30)
 
 enum path { PATH_FREE, PATH_REALLOC, PATH_USABLE };
 

@@ -37,18 +37,8 @@ void cv_heap_free_local_slow(page_t *page) {
  * blocks then wait in the page until its new owner rescans its full pages
  * or exits. A leak for a while, not a crash.) */
 static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n) {
-    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_acquire);
-    uintptr_t w;
     heap_t *heap;
-    do {
-        heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
-        uintptr_t count = ((old >> TF_COUNT_SHIFT) & TF_COUNT_MAX) + n;
-        if (count > TF_COUNT_MAX)
-            count = TF_COUNT_MAX; /* saturated: the owner walks the list */
-        last->next = (block_t *)(old & TF_PTR_MASK);
-        w = (uintptr_t)first | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
-    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, w,
-                                                    memory_order_release, memory_order_acquire));
+    uintptr_t old = cv_page_push_remote(page, first, last, n, &heap);
     if (likely((old & TF_FLAGS) == 0))
         return;
     if (old & TF_ABANDONED) {

@@ -36,10 +36,10 @@ CARVE_TLS bool cv_tl_exited;
 
 extern pthread_key_t cv_heap_key;
 static heap_t *heap_pool; /* under the arena lock */
-static heap_t *heap_all;  /* pushed under the arena lock, read without */
+static _Atomic(heap_t *) heap_all;  /* pushed under the arena lock, read without */
 
 const heap_t *cv_heap_first(void) {
-    return __atomic_load_n(&heap_all, __ATOMIC_ACQUIRE);
+    return atomic_load_explicit(&heap_all, memory_order_acquire);
 }
 
 /* ---- page queues -------------------------------------------------------- */
@@ -56,35 +56,21 @@ static void direct_update(heap_t *heap, page_queue_t *q) {
     page_t *now = q->first ? q->first : &cv_page_empty;
     if (old != now) {
         if (old != &cv_page_empty)
-            CV_SET(old->used, old->used - 1);
+            cv_page_pin(old, -1);
         if (now != &cv_page_empty)
-            CV_SET(now->used, now->used + 1);
+            cv_page_pin(now, 1);
         CV_SET(heap->current[c], now);
     }
     heap->direct[c] = now;
 }
 
 static void queue_remove(heap_t *heap, page_queue_t *q, page_t *page) {
-    if (page->prev)
-        page->prev->next = page->next;
-    else
-        q->first = page->next;
-    if (page->next)
-        page->next->prev = page->prev;
-    else
-        q->last = page->prev;
-    page->next = page->prev = NULL;
+    cv_page_queue_remove(q, page);
     direct_update(heap, q);
 }
 
 static void queue_push_front(heap_t *heap, page_queue_t *q, page_t *page) {
-    page->prev = NULL;
-    page->next = q->first;
-    if (q->first)
-        q->first->prev = page;
-    else
-        q->last = page;
-    q->first = page;
+    cv_page_queue_push_front(q, page);
     direct_update(heap, q);
 }
 
@@ -97,13 +83,7 @@ static page_t *queue_to_front(heap_t *heap, page_queue_t *q, page_t *page) {
 }
 
 static void queue_push_back(heap_t *heap, page_queue_t *q, page_t *page) {
-    page->next = NULL;
-    page->prev = q->last;
-    if (q->last)
-        q->last->next = page;
-    else
-        q->first = page;
-    q->last = page;
+    cv_page_queue_push_back(q, page);
     direct_update(heap, q);
 }
 
@@ -114,19 +94,15 @@ static void queue_push_back(heap_t *heap, page_queue_t *q, page_t *page) {
  * collects and uses it). */
 static bool page_to_full(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->queues[page->class_idx], page);
-    uintptr_t empty = 0;
-    if (!atomic_compare_exchange_strong_explicit(&page->thread_free, &empty, TF_FULL,
-                                                 memory_order_acq_rel, memory_order_relaxed))
+    if (!cv_page_mark_full(page))
         return false;
-    CV_SET(page->used, page->used | PAGE_IN_FULL);
     queue_push_back(heap, &heap->full, page);
     return true;
 }
 
 static void page_from_full(heap_t *heap, page_t *page) {
     queue_remove(heap, &heap->full, page);
-    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
-    atomic_fetch_and_explicit(&page->thread_free, ~TF_FULL, memory_order_relaxed);
+    cv_page_unmark_full(page);
 }
 
 /* A page back to the arena, and the purge policy told: the excess over
@@ -352,8 +328,7 @@ static page_t *find_page(heap_t *heap, unsigned c) {
      * page per class at every thread that came and went (a server pool's
      * threads inherit what their predecessors allocated). */
     while ((page = cv_arena_adopt(c)) != NULL) {
-        atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
-        atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
+        cv_page_set_owner(page, heap);
         queue_push_front(heap, q, page);
         if (page_ready(page))
             return page;
@@ -458,8 +433,8 @@ heap_t *cv_heap_get_slow(void) {
             return NULL;
         cv_heap_bins_init(heap);
         cv_arena_lock();
-        heap->next_all = heap_all;
-        __atomic_store_n(&heap_all, heap, __ATOMIC_RELEASE);
+        heap->next_all = atomic_load_explicit(&heap_all, memory_order_relaxed);
+        atomic_store_explicit(&heap_all, heap, memory_order_release);
         cv_arena_unlock();
     }
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
@@ -486,20 +461,11 @@ heap_t *cv_heap_get_slow(void) {
     return heap;
 }
 
-/* Under the arena lock. Once TF_ABANDONED is set, a remote free takes the
- * arena lock to collect (cv_arena_free_abandoned); frees that came before
- * the flag are collected here. */
+/* Under the arena lock: a page of an exiting heap, with what remote frees
+ * brought in so far collected (cv_page_abandon), back to the arena when
+ * that emptied it, else filed as abandoned. */
 void cv_heap_abandon_locked(page_t *page) {
-    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
-    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
-    uintptr_t w = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &w,
-                                                  (w & ~TF_FULL) | TF_ABANDONED,
-                                                  memory_order_acq_rel, memory_order_relaxed)) {
-    }
-    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
-    page->next = page->prev = NULL;
-    cv_page_collect(page);
+    cv_page_abandon(page);
     if (page->used == 0)
         cv_arena_page_free_locked(page);
     else

@@ -122,12 +122,12 @@ CARVE_INLINE unsigned cv_size_class(size_t size) {
 }
 
 /* ---- arena.c: chunks, slices and the chunk map ------------------------- */
-extern uint8_t cv_chunk_map[MAP_SLOTS];
+extern _Atomic uint8_t cv_chunk_map[MAP_SLOTS];
 
 CARVE_INLINE unsigned cv_map_kind(uintptr_t a) {
     if (unlikely(a >> ADDRESS_BITS))
         return MAP_NONE;
-    return __atomic_load_n(&cv_chunk_map[a >> CHUNK_SHIFT], __ATOMIC_RELAXED);
+    return atomic_load_explicit(&cv_chunk_map[a >> CHUNK_SHIFT], memory_order_relaxed);
 }
 
 CARVE_INLINE chunk_t *cv_chunk_of(uintptr_t a) {
@@ -169,6 +169,54 @@ void cv_page_extend(page_t *page);
 void cv_page_collect(page_t *page);
 /* A block pointer is valid for page when it is a block boundary inside it. */
 bool cv_page_is_block(const page_t *page, uintptr_t a);
+void cv_page_span_init(page_t *page, uint8_t *start, unsigned slices, bool memory_is_zero);
+void cv_page_reset(page_t *page);
+void cv_page_set_owner(page_t *page, heap_t *heap);
+bool cv_page_mark_full(page_t *page);
+void cv_page_unmark_full(page_t *page);
+void cv_page_abandon(page_t *page);
+void cv_page_set_abandoned(page_t *page, bool abandoned);
+
+/* Queues of pages, linked through next/prev: a heap's queue per class and
+ * its full list, the arena's abandoned pages per class. first is written
+ * with CV_SET: the arena peeks at an abandoned queue without its lock. */
+CARVE_INLINE void cv_page_queue_remove(page_queue_t *q, page_t *page) {
+    if (page->prev)
+        page->prev->next = page->next;
+    else
+        CV_SET(q->first, page->next);
+    if (page->next)
+        page->next->prev = page->prev;
+    else
+        q->last = page->prev;
+    page->next = page->prev = NULL;
+}
+
+CARVE_INLINE void cv_page_queue_push_front(page_queue_t *q, page_t *page) {
+    page->prev = NULL;
+    page->next = q->first;
+    if (q->first)
+        q->first->prev = page;
+    else
+        q->last = page;
+    CV_SET(q->first, page);
+}
+
+CARVE_INLINE void cv_page_queue_push_back(page_queue_t *q, page_t *page) {
+    page->next = NULL;
+    page->prev = q->last;
+    if (q->last)
+        q->last->next = page;
+    else
+        CV_SET(q->first, page);
+    q->last = page;
+}
+
+/* The pin: one extra count in used while the page is its class's current
+ * page (see page_t.used). */
+CARVE_INLINE void cv_page_pin(page_t *page, int delta) {
+    CV_SET(page->used, page->used + (uint32_t)delta);
+}
 /* Where debug=guards puts a page's guard: the last OS page of its span. */
 CARVE_INLINE uint8_t *cv_page_guard(const page_t *page) {
     return page->start + ((size_t)page->slice_count << SLICE_SHIFT) - CARVE_PAGE;
@@ -235,6 +283,34 @@ CARVE_INLINE block_t *cv_page_push(page_t *page, block_t *b) {
     page->free = b;
     page->free_is_zero = false; /* calloc must clear what was used */
     return head;
+}
+
+/* Another thread's push of the chain first..last (n blocks of page) onto
+ * thread_free, with one CAS that also adds n to the count. Returns the
+ * word it replaced, whose flags say whom to tell (free.c, push_remote),
+ * and in *heap the page's heap as read before the CAS succeeded, while
+ * the blocks still kept the page alive (see free.c for the ordering). */
+CARVE_INLINE uintptr_t cv_page_push_remote(page_t *page, block_t *first, block_t *last,
+                                           uintptr_t n, heap_t **heap) {
+    uintptr_t old = atomic_load_explicit(&page->thread_free, memory_order_acquire);
+    uintptr_t w;
+    do {
+        *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
+        uintptr_t count = ((old >> TF_COUNT_SHIFT) & TF_COUNT_MAX) + n;
+        if (count > TF_COUNT_MAX)
+            count = TF_COUNT_MAX; /* saturated: the owner walks the list */
+        last->next = (block_t *)(old & TF_PTR_MASK);
+        w = (uintptr_t)first | (count << TF_COUNT_SHIFT) | (old & TF_FLAGS);
+    } while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &old, w,
+                                                    memory_order_release, memory_order_acquire));
+    return old;
+}
+
+/* Debug mode's owner free: onto local_free, which the slow path folds in,
+ * so that the blocks of a debug page wait a round before reuse. */
+CARVE_INLINE void cv_page_push_local(page_t *page, block_t *b) {
+    b->next = page->local_free;
+    page->local_free = b;
 }
 
 /* The owner's free, once the block is linked back: one block fewer in use.

@@ -125,3 +125,85 @@ bool cv_page_is_block(const page_t *page, uintptr_t a) {
     uint64_t c = cv_class_magic[page->class_idx];
     return off < (size_t)page->reserved * page->block_size && (uint64_t)off * c <= c - 1;
 }
+
+/* ---- the page's life outside its blocks ---------------------------------
+ * page_t is written only here and by the inline helpers of internal.h's
+ * page section (pop, push, unuse, pin, queues), so that a reader finds
+ * every change of a page's state by name. The arena decides when a span
+ * becomes a page and when it is free again; heaps decide owner and lists;
+ * these functions are what they call to say so. */
+
+/* The arena handed out a span of slices as this page's (under the arena
+ * lock: cv_arena_free_abandoned reads the state there); memory_is_zero:
+ * none of its slices was written since it was mapped or purged. */
+void cv_page_span_init(page_t *page, uint8_t *start, unsigned slices, bool memory_is_zero) {
+    page->start = start;
+    page->slice_count = (uint8_t)slices;
+    page->memory_is_zero = memory_is_zero;
+    page->state = PAGE_OWNED;
+}
+
+/* The span went back to the arena (under its lock): nothing of the page
+ * may be read as live again until cv_page_span_init. */
+void cv_page_reset(page_t *page) {
+    page->state = PAGE_FREE;
+    page->free = page->local_free = NULL;
+    page->used = 0;
+    page->capacity = page->reserved = 0;
+    page->next = page->prev = NULL;
+    page->guarded = false;
+    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    atomic_store_explicit(&page->thread_free, 0, memory_order_relaxed);
+}
+
+/* A heap takes an abandoned page: heap first, owner last (release), so
+ * that whoever sees the owner sees the heap. */
+void cv_page_set_owner(page_t *page, heap_t *heap) {
+    atomic_store_explicit(&page->heap, heap, memory_order_relaxed);
+    atomic_store_explicit(&page->owner, heap->owner, memory_order_release);
+}
+
+/* The owner parks a page with no free block in its full list. False when a
+ * remote free raced in first: the page then has blocks and stays out. */
+bool cv_page_mark_full(page_t *page) {
+    uintptr_t empty = 0;
+    if (!atomic_compare_exchange_strong_explicit(&page->thread_free, &empty, TF_FULL,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return false;
+    CV_SET(page->used, page->used | PAGE_IN_FULL);
+    return true;
+}
+
+void cv_page_unmark_full(page_t *page) {
+    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
+    atomic_fetch_and_explicit(&page->thread_free, ~TF_FULL, memory_order_relaxed);
+}
+
+/* The owner exits with blocks of the page still live (under the arena
+ * lock). Once TF_ABANDONED is set, a remote free takes the arena lock to
+ * collect (cv_arena_free_abandoned); frees that came before the flag are
+ * collected here. */
+void cv_page_abandon(page_t *page) {
+    atomic_store_explicit(&page->owner, 0, memory_order_relaxed);
+    atomic_store_explicit(&page->heap, NULL, memory_order_relaxed);
+    uintptr_t w = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(&page->thread_free, &w,
+                                                  (w & ~TF_FULL) | TF_ABANDONED,
+                                                  memory_order_acq_rel, memory_order_relaxed)) {
+    }
+    CV_SET(page->used, page->used & ~PAGE_IN_FULL);
+    page->next = page->prev = NULL;
+    cv_page_collect(page);
+}
+
+/* The arena files an abandoned page, or hands it to an adopting heap
+ * (under the arena lock both). */
+void cv_page_set_abandoned(page_t *page, bool abandoned) {
+    if (abandoned) {
+        page->state = PAGE_ABANDONED;
+        return;
+    }
+    page->state = PAGE_OWNED;
+    atomic_fetch_and_explicit(&page->thread_free, ~TF_ABANDONED, memory_order_relaxed);
+}

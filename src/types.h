@@ -36,11 +36,17 @@ static const bool config_debug = false;
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
-/* A field that its owner thread writes without a lock and that statistics
- * read from another thread (page used, capacity and class, a heap's
- * current pages): relaxed atomic stores and loads, plain moves on x86, so
- * that the statistics walk is no data race (and ThreadSanitizer agrees).
- * The owner reads such fields plainly: reads do not race with reads. */
+/* Shared words come in two kinds, each with one idiom:
+ *  - words several threads write, or whose order matters (remote free
+ *    lists, owners, the chunk map, flags): _Atomic, and C11
+ *    atomic_*_explicit with the order spelt out at each use;
+ *  - a field that one writer (its owner thread, or whoever holds a lock)
+ *    writes and other threads only peek at (page used, capacity and class,
+ *    a heap's current pages, lock counts): CV_SET and CV_PEEK, relaxed
+ *    stores and loads, plain moves on x86, so that the peek is no data
+ *    race (and ThreadSanitizer agrees). The writer reads such fields
+ *    plainly: reads do not race with reads.
+ * The compiler's __atomic builtins appear here only (test/check-layers). */
 #define CV_SET(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
 #define CV_PEEK(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 #define CARVE_EXPORT __attribute__((visibility("default")))
@@ -122,6 +128,10 @@ enum page_state {
  * another allocates), that load and the remote free's check were a large
  * share of the time (figures: doc/design.md, "Address space";
  * doc/measurements.md).
+ *
+ * Only page.c and the page section of internal.h (pop, push, queues, the
+ * remote push) write these fields; other modules call them by name
+ * (test/check-layers fails on a write elsewhere).
  */
 typedef struct page {
     /* 1. owner-only, written per block */
@@ -279,6 +289,22 @@ typedef struct bin {
 /* purge.c: background=auto starts the purger once this much waits to be
  * purged; a program that never frees much never gets a thread. */
 #define BACKGROUND_START ((size_t)4 << 20)
+
+/* ---- tuning: debug mode -------------------------------------------------- */
+/* debug.c: canary bytes after each small block, at least: an 8-byte write
+ * past the end still misses the trailer. */
+#define CANARY_MIN 8
+/* debug_map.c: canary bytes before a block in its own mapping: a write just
+ * before it (an index of -1, a header written at the wrong offset) would
+ * otherwise land in padding or in the header page's unused tail, unseen,
+ * where the release build's large-block header would have caught it. */
+#define CANARY_BEFORE 64
+/* quarantine.c: at most this many freed mappings wait (each holds two of
+ * the kernel's vm.max_map_count mappings), and at most this much address
+ * space: with the count alone, a program under RLIMIT_AS that frees 1 GiB
+ * blocks in a loop ran out of address space within a few frees. */
+#define QUARANTINE_MAPS 2048
+#define QUARANTINE_SPACE ((size_t)1 << 30)
 
 typedef struct heap {
     /* Fast path: bins[c + 1] is class c's bin (bins[0]: no bin, max 0, for
