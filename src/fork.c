@@ -39,6 +39,11 @@ static void orphans_abandon(void) {
 /* Every lock carve has is taken before fork, so the child finds none held
  * by a thread that does not exist there. */
 void cv_fork_prepare(void) {
+    /* the forking thread's heap, first (its owner takes the arena lock
+     * under it): another thread's free may be reclaiming one of its pages
+     * (free.c), and the child keeps this heap */
+    if (cv_tl_heap != &cv_heap_empty)
+        cv_heap_lock(cv_tl_heap);
     cv_debug_fork_prepare();
     cv_arena_fork_prepare();
     cv_large_fork_prepare();
@@ -48,6 +53,8 @@ void cv_fork_parent(void) {
     cv_large_fork_parent();
     cv_arena_fork_parent();
     cv_debug_fork_parent();
+    if (cv_tl_heap != &cv_heap_empty)
+        cv_heap_unlock(cv_tl_heap);
 }
 
 void cv_fork_child(void) {
@@ -56,4 +63,6 @@ void cv_fork_child(void) {
     cv_arena_fork_child();
     orphans_abandon(); /* after the arena lock is usable again */
     cv_debug_fork_child();
+    if (cv_tl_heap != &cv_heap_empty)
+        cv_heap_unlock(cv_tl_heap);
 }

@@ -13,15 +13,71 @@
 #include "internal.h"
 
 /* The owner freed into a page that is now empty or sits in the full list
- * (both tested by one compare in the fast path, see page_t.used). */
-void cv_heap_free_local_slow(page_t *page) {
-    heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
+ * (both tested by one compare in the fast path, see page_t.used), holding
+ * its heap's lock. */
+static void free_local_slow(heap_t *heap, page_t *page) {
     if (page->used & PAGE_IN_FULL)
         cv_heap_page_unfull(heap, page);
     cv_heap_page_emptied(heap, page);
 }
 
+void cv_heap_free_local_slow(page_t *page) {
+    heap_t *heap = atomic_load_explicit(&page->heap, memory_order_relaxed);
+    cv_heap_lock(heap);
+    free_local_slow(heap, page);
+    cv_heap_unlock(heap);
+}
+
 /* ---- remote frees ------------------------------------------------------- */
+
+/* ---- reclaiming pages that other threads emptied -------------------------
+ *
+ * A page is emptied by other threads' frees when its owner no longer
+ * frees or allocates in that class, and an owner that stopped allocating
+ * for good (a server's main thread, waiting for its workers after it made
+ * their first blocks) never collects them: the page stays, every block
+ * free, until the owner exits. So the free that would empty a page of
+ * another heap retires it, under that heap's lock, which it only tries
+ * (a busy owner collects soon enough itself).
+ *
+ * What makes it safe without the owner: the owner touches a page outside
+ * its slow paths (which hold the lock) only as its class's current page
+ * (malloc's pop), left alone here, or with a free of a class that has no
+ * bin (api.c's free_to_page) or of debug mode, whose pages are left alone
+ * too. The test before the lock reads the owner's count racily: a hint,
+ * checked again once the blocks are collected under the lock. The page
+ * stays alive until the push (these blocks keep it), and once the lock is
+ * held it cannot retire under us, since retiring takes the lock. */
+
+/* The push of n blocks would bring every block of page back. */
+static inline bool would_empty(const page_t *page, uintptr_t n) {
+    uintptr_t w = atomic_load_explicit(&page->thread_free, memory_order_relaxed);
+    if (w & TF_ABANDONED)
+        return false;
+    uintptr_t count = ((w >> TF_COUNT_SHIFT) & TF_COUNT_MAX) + n;
+    return count == (CV_PEEK(page->used) & ~PAGE_IN_FULL);
+}
+
+static bool reclaim(page_t *page, block_t *first, block_t *last, uintptr_t n) {
+    heap_t *heap = atomic_load_explicit(&page->heap, memory_order_acquire);
+    if (heap == NULL || page->debug || cv_class_size[page->class_idx] > BIN_MAX_BLOCK ||
+        pthread_mutex_trylock(&heap->lock) != 0)
+        return false;
+    /* under the lock: the page is this heap's until we let go */
+    if (atomic_load_explicit(&page->heap, memory_order_relaxed) != heap) {
+        cv_heap_unlock(heap);
+        return false;
+    }
+    heap_t *h;
+    uintptr_t old = cv_page_push_remote(page, first, last, n, &h);
+    bool gone = cv_heap_page_reclaim(heap, page);
+    if (!gone && (old & TF_FULL))
+        atomic_store_explicit(&heap->full_freed, true, memory_order_release);
+    cv_heap_unlock(heap);
+    if (gone)
+        cv_heap_page_to_arena(page);
+    return true;
+}
 
 /* One CAS pushes the chain first..last (n blocks of page) and adds n to the
  * count; the flags in the word it replaced say whether anyone must be told.
@@ -38,6 +94,8 @@ void cv_heap_free_local_slow(page_t *page) {
  * or exits. A leak for a while, not a crash.) */
 static void push_remote(page_t *page, block_t *first, block_t *last, uintptr_t n) {
     heap_t *heap;
+    if (unlikely(would_empty(page, n)) && reclaim(page, first, last, n))
+        return;
     uintptr_t old = cv_page_push_remote(page, first, last, n, &heap);
     if (likely((old & TF_FLAGS) == 0))
         return;
@@ -122,10 +180,10 @@ static page_t *block_page(const void *b) {
 
 /* A block of a page of this thread's goes onto the page's free list, as
  * the owner's free put it before bins. */
-static inline void push_local(page_t *page, block_t *b) {
+static inline void push_local(heap_t *heap, page_t *page, block_t *b) {
     cv_page_push(page, b);
     if (cv_page_unuse(page))
-        cv_heap_free_local_slow(page);
+        free_local_slow(heap, page);
 }
 
 /* free took a block on its chunk's slice_bin alone: an interior pointer
@@ -147,7 +205,7 @@ static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
         block_t *b = slot[i];
         page_t *page = block_page(b);
         if (atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner) {
-            push_local(page, b);
+            push_local(heap, page, b);
             i++;
             continue;
         }
@@ -174,10 +232,11 @@ void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p) {
     uint32_t count = bin->count, keep = bin->max / 2, out = count - keep;
     void *rest[BIN_MAX];
     uint32_t n_own = 0, n_rest = 0, i;
+    cv_heap_lock(heap);
     for (i = 0; i < count && n_own < out; i++) {
         page_t *page = block_page(slot[i]);
         if (atomic_load_explicit(&page->owner, memory_order_relaxed) == heap->owner) {
-            push_local(page, slot[i]);
+            push_local(heap, page, slot[i]);
             n_own++;
         } else {
             rest[n_rest++] = slot[i]; /* checked by bin_flush if it goes */
@@ -191,8 +250,10 @@ void cv_heap_bin_full(heap_t *heap, unsigned bin_idx, void *p) {
     memcpy(slot, rest + more, kept * sizeof(void *));
     slot[keep] = p;
     CV_SET(bin->count, keep + 1);
+    cv_heap_unlock(heap);
 }
 
+/* The owner, holding its heap's lock (retire_idle, trim, exit). */
 void cv_heap_bin_empty(heap_t *heap, bin_t *bin) {
     uint32_t n = bin->count;
     CV_SET(bin->count, 0);

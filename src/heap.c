@@ -266,6 +266,31 @@ void cv_heap_page_unfull(heap_t *heap, page_t *page) {
     queue_push_back(heap, &heap->queues[page->class_idx], page);
 }
 
+/* Another thread's free is about to empty page, of heap, whose lock it
+ * holds (free.c, reclaim): its remote frees collected, the page leaves the
+ * heap when nothing in it is live, and the caller gives it to the arena
+ * (cv_heap_page_to_arena) once it let go of the lock. The current page is
+ * the owner's fast path's and stays; so do the heap's pointers to it. */
+bool cv_heap_page_reclaim(heap_t *heap, page_t *page) {
+    unsigned c = page->class_idx;
+    if (page == heap->current[c] || page->state != PAGE_OWNED)
+        return false;
+    cv_page_collect(page);
+    if ((page->used & ~PAGE_IN_FULL) != 0)
+        return false;
+    if (page->used & PAGE_IN_FULL) {
+        cv_page_queue_remove(&heap->full, page);
+        cv_page_unmark_full(page);
+    } else {
+        cv_page_queue_remove(&heap->queues[c], page); /* not first: current stays */
+    }
+    return true;
+}
+
+void cv_heap_page_to_arena(page_t *page) {
+    page_to_arena(page);
+}
+
 void cv_heap_page_emptied(heap_t *heap, page_t *page) {
     if (page->used == 0 && !keep_spare(heap, page))
         page_retire(heap, page);
@@ -403,14 +428,17 @@ void *cv_heap_alloc_slow(heap_t *heap, size_t size, bool zero) {
      * (malloc), or the page ran dry (calloc), or
      * retire_idle took the current page off the fast path and it may still
      * have blocks. */
+    cv_heap_lock(heap);
     page_t *page = heap->direct[c] = heap->current[c];
     if (page->free == NULL)
         page = find_page(heap, c);
-    if (unlikely(page == NULL)) {
+    void *p = NULL;
+    if (likely(page != NULL))
+        p = cv_page_pop(page, zero);
+    cv_heap_unlock(heap);
+    if (unlikely(p == NULL))
         errno = ENOMEM;
-        return NULL;
-    }
-    return cv_page_pop(page, zero);
+    return p;
 }
 
 /* ---- heap life cycle ---------------------------------------------------- */
@@ -431,6 +459,7 @@ heap_t *cv_heap_get_slow(void) {
         heap = cv_arena_meta_alloc(sizeof(heap_t));
         if (heap == NULL)
             return NULL;
+        heap->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* never again: see heap_t.lock */
         cv_heap_bins_init(heap);
         cv_arena_lock();
         heap->next_all = atomic_load_explicit(&heap_all, memory_order_relaxed);
@@ -486,6 +515,7 @@ void cv_heap_trim(void) {
     heap_t *heap = cv_tl_heap;
     if (heap == &cv_heap_empty)
         return;
+    cv_heap_lock(heap);
     cv_heap_bins_empty(heap);
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         page_t *page = heap->current[c];
@@ -498,6 +528,7 @@ void cv_heap_trim(void) {
             page_to_arena(page);
         }
     }
+    cv_heap_unlock(heap);
 }
 
 /* pthread key destructor: the thread is exiting. Other keys' destructors
@@ -526,18 +557,20 @@ void cv_heap_thread_done(void *arg) {
  * through a heap given back at once (alloc_exited, debug.c) succeeded. */
 void cv_heap_release(heap_t *heap) {
     int saved = errno;
-    /* before the lock: a block of an abandoned page takes it */
+    cv_heap_lock(heap);
+    /* before the arena lock: a block of an abandoned page takes it */
     cv_heap_bins_empty(heap);
     cv_arena_lock();
     for (unsigned c = 0; c < CLASS_COUNT; c++) {
         if (heap->current[c] != &cv_page_empty)
-            CV_SET(heap->current[c]->used, heap->current[c]->used - 1); /* drop the pin */
+            cv_page_pin(heap->current[c], -1); /* drop the pin */
         abandon_list(heap->queues[c].first);
     }
     abandon_list(heap->full.first);
     heap->next_free = heap_pool;
     heap_pool = heap;
     cv_arena_unlock();
+    cv_heap_unlock(heap);
     /* Frees after this point go the remote way. */
     cv_tl_heap = &cv_heap_empty;
     errno = saved;

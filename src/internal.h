@@ -240,12 +240,23 @@ void cv_heap_bins_reset(heap_t *heap);
 void cv_heap_bin_empty(heap_t *heap, bin_t *bin);
 void cv_heap_bins_empty(heap_t *heap);
 void cv_heap_free_local_slow(page_t *page);
+bool cv_heap_page_reclaim(heap_t *heap, page_t *page);
+void cv_heap_page_to_arena(page_t *page);
 void cv_heap_free_remote(page_t *page, block_t *b, const char *func);
 heap_t *cv_heap_get_slow(void);
 void cv_heap_thread_done(void *heap);
 void cv_heap_release(heap_t *heap);
 void cv_heap_abandon_locked(page_t *page); /* under the arena lock */
 void cv_heap_trim(void);
+
+/* The owner's side of heap_t.lock: its slow paths, never nested. */
+CARVE_INLINE void cv_heap_lock(heap_t *heap) {
+    pthread_mutex_lock(&heap->lock);
+}
+
+CARVE_INLINE void cv_heap_unlock(heap_t *heap) {
+    pthread_mutex_unlock(&heap->lock);
+}
 
 CARVE_INLINE heap_t *cv_heap_get(void) {
     heap_t *heap = cv_tl_heap;

@@ -320,6 +320,11 @@ typedef struct heap {
     page_t *current[CLASS_COUNT];
     page_queue_t queues[CLASS_COUNT];
     page_queue_t full;               /* pages with no free block left */
+    /* Held by the owner in its slow paths (the queues, and the lists of
+     * its pages other than the current ones), and by another thread whose
+     * remote free empties one of its pages (free.c, reclaim), which only
+     * ever tries it. The fast paths take none. */
+    pthread_mutex_t lock;
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     uint32_t slow_calls;             /* find_page calls, for retire_idle */
     uint64_t idle_current;           /* bit c: current[c] was empty at the

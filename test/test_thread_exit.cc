@@ -289,6 +289,35 @@ TEST(CarveThreadExit, AllocationsInEveryDestructorRoundOfAnExitingThreadLeakNoth
 
 // ---- a thread exits with live blocks -----------------------------------
 
+// A live thread that allocated blocks and then only waits (a server's main
+// thread, which made its workers' first blocks) never collects what other
+// threads free into its pages: the free that empties such a page gives it
+// back to the arena itself. Without that, the waiting thread's pages stay,
+// every block in them free, until it exits.
+TEST(CarveThreadExit, PagesOfAnIdleThreadEmptiedByAnotherThreadGoBack) {
+    const size_t size = 256, count = (size_t{24} << 20) / size;
+    std::vector<void *> blocks(count);
+    for (auto &p : blocks) {
+        p = carve_malloc(size);
+        ASSERT_NE(p, nullptr);
+        memset(p, 0x5c, size);
+    }
+    size_t c = Stats().class_of(size);
+    size_t held = Stats().s.classes[c].pages;
+    ASSERT_GE(held, count * size / (64 << 10)); // 24 MiB of 64 KiB pages
+    std::thread([&] {
+        for (void *p : blocks)
+            carve_free(p);
+    }).join();
+    // This thread allocates nothing of the class from here on: what is left
+    // is its current page, which its next malloc would pop.
+    Stats after;
+    EXPECT_LE(after.s.classes[c].pages, size_t{2})
+        << held << " pages before the other thread freed every block";
+    // (blocks freed into the current page count as live until collected)
+    EXPECT_LE(after.s.classes[c].live, (size_t{64} << 10) / size);
+}
+
 TEST(CarveThreadExit, BlocksOfAnExitedThreadStayValidAndItsPagesAreAdopted) {
     CARVE_SKIP_IN_DEBUG_MODE();
 
