@@ -418,4 +418,102 @@ void *__libc_realloc(void *p, size_t size) ALIAS(carve_realloc);
 void *__libc_memalign(size_t align, size_t size) ALIAS(carve_memalign);
 void *__libc_valloc(size_t size) ALIAS(carve_valloc);
 void *__libc_pvalloc(size_t size) ALIAS(carve_pvalloc);
+
+/* ---- C++ operators new and delete --------------------------------------
+ * Here rather than left to libstdc++, whose operators reach malloc and
+ * free through two or three more calls, and whose sized delete throws the
+ * size away. Defined under their mangled names (Itanium C++ ABI, size_t =
+ * unsigned long), so that libcarve needs no C++ runtime; what new does when
+ * memory runs out (the new-handler, std::bad_alloc) is in new.c. The
+ * names assume an LP64 size_t (unsigned long, "m"). */
+#if __SIZEOF_SIZE_T__ == 8 && __SIZEOF_LONG__ == 8
+#define CXX(mangled) __asm__(#mangled) __attribute__((visibility("default")))
+/* an alias names its target by its symbol, the mangled name here */
+#define CXX_ALIAS(mangled, target) CXX(mangled) __attribute__((alias(#target)))
+
+void *cv_cxx_new(size_t size) CXX(_Znwm);
+void *cv_cxx_new(size_t size) {
+    void *p = do_malloc(size);
+    return likely(p != NULL) ? p : cv_new_failed(size, 0, false);
+}
+void *cv_cxx_new_array(size_t size) CXX_ALIAS(_Znam, _Znwm);
+
+void *cv_cxx_new_nothrow(size_t size, const void *tag) CXX(_ZnwmRKSt9nothrow_t);
+void *cv_cxx_new_nothrow(size_t size, const void *tag) {
+    (void)tag;
+    void *p = do_malloc(size);
+    return likely(p != NULL) ? p : cv_new_failed(size, 0, true);
+}
+void *cv_cxx_new_array_nothrow(size_t size, const void *tag)
+    CXX_ALIAS(_ZnamRKSt9nothrow_t, _ZnwmRKSt9nothrow_t);
+
+/* std::align_val_t is a size_t. An alignment that is not a power of two
+ * is undefined behaviour in C++; it fails as aligned_alloc's does. */
+static void *new_aligned(size_t size, size_t align, bool nothrow) {
+    void *p = is_pow2(align) ? alloc_aligned(align, size, "operator new") : NULL;
+    return likely(p != NULL) ? p : cv_new_failed(size, align, nothrow);
+}
+
+void *cv_cxx_new_aligned(size_t size, size_t align) CXX(_ZnwmSt11align_val_t);
+void *cv_cxx_new_aligned(size_t size, size_t align) {
+    return new_aligned(size, align, false);
+}
+void *cv_cxx_new_array_aligned(size_t size, size_t align)
+    CXX_ALIAS(_ZnamSt11align_val_t, _ZnwmSt11align_val_t);
+
+void *cv_cxx_new_aligned_nothrow(size_t size, size_t align, const void *tag)
+    CXX(_ZnwmSt11align_val_tRKSt9nothrow_t);
+void *cv_cxx_new_aligned_nothrow(size_t size, size_t align, const void *tag) {
+    (void)tag;
+    return new_aligned(size, align, true);
+}
+void *cv_cxx_new_array_aligned_nothrow(size_t size, size_t align, const void *tag)
+    CXX_ALIAS(_ZnamSt11align_val_tRKSt9nothrow_t, _ZnwmSt11align_val_tRKSt9nothrow_t);
+
+/* Every delete is a free; the sized ones pass the size on, which debug
+ * mode checks as free_sized's (a block deleted with a wrong size is a
+ * bug). The alignment and nothrow arguments change nothing. */
+void cv_cxx_delete(void *p) __asm__("_ZdlPv") ALIAS(carve_free);
+void cv_cxx_delete_array(void *p) __asm__("_ZdaPv") ALIAS(carve_free);
+
+void cv_cxx_delete_sized(void *p, size_t size) CXX(_ZdlPvm);
+void cv_cxx_delete_sized(void *p, size_t size) {
+    do_free(p, size, "operator delete");
+}
+void cv_cxx_delete_array_sized(void *p, size_t size) CXX_ALIAS(_ZdaPvm, _ZdlPvm);
+
+void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) CXX(_ZdlPvmSt11align_val_t);
+void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) {
+    (void)align;
+    do_free(p, size, "operator delete");
+}
+void cv_cxx_delete_array_sized_aligned(void *p, size_t size, size_t align)
+    CXX_ALIAS(_ZdaPvmSt11align_val_t, _ZdlPvmSt11align_val_t);
+
+void cv_cxx_delete_aligned(void *p, size_t align) CXX(_ZdlPvSt11align_val_t);
+void cv_cxx_delete_aligned(void *p, size_t align) {
+    (void)align;
+    do_free(p, CV_NO_SIZE, "operator delete");
+}
+void cv_cxx_delete_array_aligned(void *p, size_t align)
+    CXX_ALIAS(_ZdaPvSt11align_val_t, _ZdlPvSt11align_val_t);
+
+void cv_cxx_delete_nothrow(void *p, const void *tag) CXX(_ZdlPvRKSt9nothrow_t);
+void cv_cxx_delete_nothrow(void *p, const void *tag) {
+    (void)tag;
+    do_free(p, CV_NO_SIZE, "operator delete");
+}
+void cv_cxx_delete_array_nothrow(void *p, const void *tag)
+    CXX_ALIAS(_ZdaPvRKSt9nothrow_t, _ZdlPvRKSt9nothrow_t);
+
+void cv_cxx_delete_aligned_nothrow(void *p, size_t align, const void *tag)
+    CXX(_ZdlPvSt11align_val_tRKSt9nothrow_t);
+void cv_cxx_delete_aligned_nothrow(void *p, size_t align, const void *tag) {
+    (void)align;
+    (void)tag;
+    do_free(p, CV_NO_SIZE, "operator delete");
+}
+void cv_cxx_delete_array_aligned_nothrow(void *p, size_t align, const void *tag)
+    CXX_ALIAS(_ZdaPvSt11align_val_tRKSt9nothrow_t, _ZdlPvSt11align_val_tRKSt9nothrow_t);
+#endif /* LP64 */
 #endif

@@ -386,6 +386,9 @@ CARVE_INLINE size_t cv_large_usable(const large_t *h) {
     return h->size - h->offset;
 }
 
+/* ---- new.c (api.c's layer: C++ operator new out of memory) ------------- */
+void *cv_new_failed(size_t size, size_t align, bool nothrow);
+
 /* ---- init.c ------------------------------------------------------------ */
 bool cv_init(void);
 
