@@ -27,7 +27,7 @@ static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
     if (heap == &cv_heap_empty && cv_debug_on())
         return cv_debug_alloc(size, 0, zero, zero ? "calloc" : "malloc");
     void *p = cv_heap_alloc_slow(heap, size, zero);
-    cv_purge_safe_point();
+    cv_safe_point();
     return p;
 }
 
@@ -54,7 +54,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
         if (h != NULL) {
             cv_large_free(h);
             cv_purge_tick();
-            cv_purge_safe_point();
+            cv_safe_point();
             return;
         }
     }
@@ -87,7 +87,7 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
         }
         if (cv_page_unuse(page)) {
             cv_heap_free_local_slow(page);
-            cv_purge_safe_point();
+            cv_safe_point();
         }
         return;
     }
@@ -106,7 +106,7 @@ static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p,
     if (unlikely(bin->slot[bin->count - 1] == p)) /* the fast path's test, on a full bin */
         cv_report_double_free(NULL, p, func);
     cv_heap_bin_full(heap, bin_idx, p);
-    cv_purge_safe_point();
+    cv_safe_point();
 }
 
 /* The free fast path: one map lookup for ownership, one byte of the chunk
@@ -367,6 +367,7 @@ CARVE_EXPORT int carve_option_set(const char *key_value) {
      * and a block that reused one would too: start the cache afresh. */
     if (cv_options.thp != thp)
         cv_large_trim();
+    cv_safe_point(); /* signal= takes effect now */
     return 0;
 }
 

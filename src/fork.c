@@ -58,6 +58,7 @@ void cv_fork_parent(void) {
 }
 
 void cv_fork_child(void) {
+    cv_signal_fork_child();
     cv_purge_fork_child();
     cv_large_fork_child();
     cv_arena_fork_child();

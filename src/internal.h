@@ -52,6 +52,8 @@ size_t cv_os_read_file(const char *path, char *buf, size_t cap);
 void cv_os_write_stderr(const char *s, size_t n);
 const char *cv_os_getenv(const char *name);
 size_t cv_os_page_size(void);
+bool cv_os_thread_start(void *(*fn)(void *));
+void cv_os_thread_name(const char *name);
 
 /* The thread pointer is unique among live threads and costs one load. */
 CARVE_INLINE uintptr_t cv_thread_id(void) {
@@ -446,6 +448,7 @@ typedef struct options {
     unsigned debug;      /* enum debug_flags */
     size_t quarantine;   /* bytes of freed blocks held back (DEBUG_QUARANTINE) */
     bool thp;            /* large mappings of 2 MiB and more ask for huge pages */
+    int signal;          /* the operator's trigger (signal.c), 0 if none */
 } options_t;
 extern options_t cv_options;
 void cv_options_parse(void);
@@ -496,5 +499,21 @@ void cv_stats_collect(struct carve_mallinfo2 *mi);
 void cv_stats_collect_legacy(struct carve_mallinfo *mi);
 int cv_stats_xml(FILE *fp);
 void cv_stats_read(struct carve_stats *st);
+
+/* ---- signal.c: the operator's trigger (CARVE_OPTIONS=signal=) ---------- */
+extern int cv_signal_installed;
+extern _Atomic bool cv_signal_pending;
+void cv_signal_safe_point(void);
+void cv_signal_fork_child(void);
+
+/* The entry points' safe points (api.c): a purger a slow path asked for,
+ * the trigger to set up after its option changed, or a signal to answer
+ * (signal.c answers from its own thread when it has one). */
+CARVE_INLINE void cv_safe_point(void) {
+    cv_purge_safe_point();
+    if (unlikely(cv_options.signal != cv_signal_installed ||
+                 atomic_load_explicit(&cv_signal_pending, memory_order_relaxed)))
+        cv_signal_safe_point();
+}
 
 #endif /* CARVE_INTERNAL_H */

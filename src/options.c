@@ -7,6 +7,8 @@
  */
 #include "internal.h"
 
+#include <signal.h>
+
 /* Defaults. decay_ms: mimalloc purges after about 10 ms, jemalloc after
  * 10 s; see doc/design.md for the measurement behind carve's figure. */
 options_t cv_options = {
@@ -20,7 +22,15 @@ options_t cv_options = {
     .thp = false,
 };
 
-typedef enum { OPT_BOOL, OPT_UINT, OPT_SIZE, OPT_PURGE, OPT_BACKGROUND, OPT_DEBUG } opt_kind_t;
+typedef enum {
+    OPT_BOOL,
+    OPT_UINT,
+    OPT_SIZE,
+    OPT_PURGE,
+    OPT_BACKGROUND,
+    OPT_DEBUG,
+    OPT_SIGNAL
+} opt_kind_t;
 
 typedef struct option_desc {
     const char *name;
@@ -56,6 +66,10 @@ static const option_desc_t table[] = {
      "bytes of freed blocks held back from reuse with debug=quarantine (default 16M)"},
     {"thp", OPT_BOOL, &cv_options.thp,
      "blocks of 2 MiB and more ask for transparent huge pages, MADV_HUGEPAGE (default 0)"},
+    {"signal", OPT_SIGNAL, &cv_options.signal,
+     "a signal (SIGUSR2, USR2 or its number; 0 or none: off, the default) on which carve "
+     "prints its statistics on stderr and gives free memory back, from a thread of its "
+     "own; pick one the program does not use"},
 };
 #define OPTION_COUNT (sizeof table / sizeof table[0])
 
@@ -168,6 +182,39 @@ static bool parse_debug(const char *v, size_t n, unsigned *out) {
     return true;
 }
 
+/* SIGUSR2, USR2 or 12; none or 0. Signals that report a fault, or that
+ * cannot be caught, are refused. */
+static bool parse_signal(const char *v, size_t n, int *out) {
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {
+        {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"HUP", SIGHUP}, {"QUIT", SIGQUIT},
+        {"PWR", SIGPWR}, {"WINCH", SIGWINCH}, {"URG", SIGURG}, {"TTIN", SIGTTIN},
+        {"TTOU", SIGTTOU}, {"PROF", SIGPROF}, {"VTALRM", SIGVTALRM}, {"none", 0},
+    };
+    if (n > 3 && strncmp(v, "SIG", 3) == 0) {
+        v += 3;
+        n -= 3;
+    }
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (word_is(v, n, names[i].name)) {
+            *out = names[i].sig;
+            return true;
+        }
+    }
+    size_t x;
+    if (!parse_uint(v, n, &x) || x >= (size_t)NSIG)
+        return false;
+    switch (x) {
+    case SIGKILL: case SIGSTOP: case SIGSEGV: case SIGBUS: case SIGILL: case SIGFPE:
+    case SIGABRT: case SIGTRAP: case SIGSYS:
+        return false;
+    }
+    *out = (int)x;
+    return true;
+}
+
 /* One "key" or "key=value" item of length n; false (and a message) when it
  * is not understood. */
 static bool parse_item(const char *item, size_t n) {
@@ -207,6 +254,9 @@ static bool parse_item(const char *item, size_t n) {
             break;
         case OPT_DEBUG:
             ok = parse_debug(value, vlen, (unsigned *)o->target);
+            break;
+        case OPT_SIGNAL:
+            ok = parse_signal(value, vlen, (int *)o->target);
             break;
         }
         if (!ok) {

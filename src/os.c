@@ -9,6 +9,8 @@
 #include "internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -328,4 +330,30 @@ const char *cv_os_getenv(const char *name) {
 size_t cv_os_page_size(void) {
     long p = sysconf(_SC_PAGESIZE);
     return p > 0 ? (size_t)p : CARVE_PAGE;
+}
+
+/* A detached thread of carve's own (the purger, the signal service), with
+ * every signal blocked: it inherits the mask of the thread that starts it,
+ * and a signal the program blocks in its own threads, to take it with
+ * sigwait, must not be delivered to carve's thread and run its default
+ * action there (SIGUSR1 killed the process). errno is kept. */
+bool cv_os_thread_start(void *(*fn)(void *)) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int saved = errno;
+    bool ok = pthread_create(&t, &attr, fn, NULL) == 0;
+    errno = saved;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return ok;
+}
+
+/* The calling thread's name in top -H, ps -L and /proc/PID/task/TID/comm. */
+void cv_os_thread_name(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
 }

@@ -23,9 +23,7 @@
  */
 #include "internal.h"
 
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
 
 static struct {
     /* ms: when the last pass ran. A pass is due half a decay period later,
@@ -129,8 +127,7 @@ static bool nap(unsigned ms) {
  * with a slow path that saw the purger running and left it the work. */
 static void *background(void *arg) {
     (void)arg;
-    /* its name in top -H, ps -L and /proc/PID/task/TID/comm */
-    prctl(PR_SET_NAME, "carve-purge", 0, 0, 0);
+    cv_os_thread_name("carve-purge");
     for (;;) {
         unsigned ms = cv_arena_idle_bytes() != 0 ? cv_options.decay_ms / 2 : cv_options.lazy_ms / 4;
         if (!nap(ms < 10 ? 10 : ms))
@@ -163,27 +160,12 @@ void cv_purge_start(void) {
         atomic_store(&purge.thread_started, false);
         return;
     }
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* All signals blocked in the purger (it inherits the mask of the thread
-     * that starts it): a signal the program blocks in its own threads, to
-     * take it with sigwait, must not be delivered to carve's thread and
-     * run its default action there (SIGUSR1 killed the process). */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int saved = errno;
-    if (pthread_create(&t, &attr, background, NULL) != 0) {
+    if (!cv_os_thread_start(background)) {
         if (cv_options.background == BACKGROUND_ON)
             cv_msg_print("carve: cannot start the background purger; purging from slow paths\n");
         atomic_store_explicit(&purge.thread_failed, true, memory_order_relaxed);
         atomic_store(&purge.thread_started, false);
     }
-    errno = saved;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
 }
 
 /* An option set at run time (carve_option_set): returns once the purger

@@ -39,9 +39,9 @@ using carve_test::scaled;
 using carve_test::sleep_ms;
 using carve_test::wait_child;
 
-// carve's purger threads in this process: the threads named carve-purge
-// (counting them by name leaves out a sanitizer runtime's own threads).
-int purgers() {
+// carve's threads of one kind in this process, by name (carve-purge,
+// carve-signal): counting by name leaves out a sanitizer runtime's own.
+int threads_named(const char *name) {
     DIR *d = opendir("/proc/self/task");
     if (d == nullptr)
         return -1;
@@ -54,13 +54,16 @@ int purgers() {
         FILE *f = fopen(path, "r");
         if (f == nullptr)
             continue;
-        if (fgets(comm, sizeof comm, f) != nullptr && strcmp(comm, "carve-purge\n") == 0)
+        if (fgets(comm, sizeof comm, f) != nullptr && strncmp(comm, name, strlen(name)) == 0 &&
+            comm[strlen(name)] == '\n')
             n++;
         fclose(f);
     }
     closedir(d);
     return n;
 }
+
+int purgers() { return threads_named("carve-purge"); }
 
 // Waits up to ms for the number of purgers to become n.
 bool purgers_become(int n, unsigned ms) {
@@ -322,4 +325,70 @@ TEST(CarveBackground, OptionsTakeTheirWords) {
     EXPECT_EQ(carve_option_set("lazy_ms=1000"), 0);
 }
 
+
+// ---- the operator's trigger: signal= ---------------------------------------
+
+// With signal=SIGUSR2, the signal makes carve print its statistics on
+// stderr and give free memory back, from its own thread, while the program
+// only sleeps. Exit codes: 2 no carve-signal thread, 3 no statistics on
+// stderr, 4 memory kept.
+int signal_prints_and_purges() {
+    char path[] = "/tmp/carve-signal.XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || dup2(fd, 2) < 0)
+        return 1;
+    unlink(path);
+    // nothing goes back on its own: only the signal's trim can
+    if (carve_option_set("background=0") != 0 || carve_option_set("purge=none") != 0 ||
+        carve_option_set("signal=SIGUSR2") != 0)
+        return 1;
+    bool up = false; // it names itself once it runs
+    for (int t = 0; t < 200 && !up; t++, sleep_ms(5))
+        up = threads_named("carve-signal") == 1;
+    if (!up)
+        return 2;
+    const size_t total = scaled(32 * kMiB, 16 * kMiB);
+    std::vector<void *> v = alloc_small(total);
+    free_all(v);
+    const Mem before;
+    if (raise(SIGUSR2) != 0)
+        return 1;
+    char text[8192] = "";
+    for (int t = 0; t < 400; t++) { // up to 4 s
+        sleep_ms(10);
+        ssize_t n = pread(fd, text, sizeof text - 1, 0);
+        text[n > 0 ? n : 0] = '\0';
+        if (strstr(text, "statistics") != nullptr && strstr(text, "memory:") != nullptr)
+            break;
+    }
+    if (strstr(text, "statistics") == nullptr)
+        return 3;
+    for (int t = 0; t < 200 && Mem().committed + total / 2 > before.committed; t++)
+        sleep_ms(10);
+    return Mem().committed + total / 2 <= before.committed ? 0 : 4;
+}
+
+TEST(CarveSignal, TheSignalPrintsStatisticsAndGivesMemoryBackFromCarvesThread) {
+    CARVE_SKIP_IN_DEBUG_MODE();
+    const int code = in_child(signal_prints_and_purges);
+    EXPECT_EQ(code, 0) << "child exit code " << code
+                       << " (2: no carve-signal thread, 3: no statistics, 4: memory kept)";
+}
+
+TEST(CarveSignal, TakesSignalsByNameOrNumberAndRefusesFaultsAndKill) {
+    int child = carve_test::run_in_child([]() -> int {
+        const char *good[] = {"signal=SIGUSR2", "signal=USR1", "signal=12", "signal=none",
+                              "signal=0"};
+        const char *bad[] = {"signal=SIGKILL", "signal=9", "signal=SEGV", "signal=11",
+                             "signal=999", "signal=USR3", "signal="};
+        for (const char *s : good)
+            if (carve_option_set(s) != 0)
+                return 1;
+        for (const char *s : bad)
+            if (carve_option_set(s) != -1)
+                return 2;
+        return threads_named("carve-signal") <= 1 ? 0 : 3;
+    });
+    EXPECT_EQ(child, 0) << "1: a good value refused, 2: a bad one taken, 3: threads";
+}
 }  // namespace
