@@ -24,9 +24,11 @@
  * holds its heap apart), so this is the one place where an allocation
  * tests for debug mode: the fast path misses anyway. */
 static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
+    void *p;
     if (heap == &cv_heap_empty && cv_debug_on())
-        return cv_debug_alloc(size, 0, zero, zero ? "calloc" : "malloc");
-    void *p = cv_heap_alloc_slow(heap, size, zero);
+        p = cv_debug_alloc(size, 0, zero, zero ? "calloc" : "malloc");
+    else
+        p = cv_heap_alloc_slow(heap, size, zero);
     cv_safe_point();
     return p;
 }
@@ -47,6 +49,7 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
     unsigned kind = cv_map_kind(a);
     if (debug_block(kind)) {
         cv_debug_free(p, size, func);
+        cv_safe_point();
         return;
     }
     if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
