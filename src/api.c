@@ -42,7 +42,7 @@ static inline bool debug_block(unsigned kind) {
     return unlikely(cv_options.debug != 0 || kind == MAP_DEBUG);
 }
 
-static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
+static CARVE_NOINLINE void free_other(void *p, size_t size, size_t align, const char *func) {
     uintptr_t a = (uintptr_t)p;
     if (a == 0)
         return;
@@ -55,6 +55,9 @@ static CARVE_NOINLINE void free_other(void *p, size_t size, const char *func) {
     if (kind == MAP_LARGE || kind == MAP_LARGE_PREV) {
         large_t *h = cv_large_header(a, kind, func);
         if (h != NULL) {
+            if (size != CV_NO_SIZE &&
+                (size > cv_large_usable(h) || (align != 0 && (a & (align - 1)) != 0)))
+                cv_report_wrong_size(a, cv_large_usable(h), size, align, func);
             cv_large_free(h);
             cv_purge_tick();
             cv_safe_point();
@@ -97,6 +100,28 @@ static CARVE_NOINLINE void free_to_page(void *p, size_t size, const char *func) 
     free_not_owner(page, p, size, func);
 }
 
+/* A sized free whose size is not its block's class (or an aligned one
+ * whose block is not so aligned): a block shrunk in place by realloc, or
+ * an aligned allocation's bigger class, is fine; anything else is the
+ * program's bug, stopped here before it hides another. */
+static CARVE_NOINLINE void check_size(void *p, unsigned bin_idx, size_t size, size_t align,
+                                      const char *func) {
+    uintptr_t a = (uintptr_t)p;
+    if (bin_idx == 0) /* no class here (debug mode, a free slice): the free paths look */
+        return;
+    unsigned c = bin_idx - 1;
+    if ((align == 0 || (a & (align - 1)) == 0) && cv_class_may_serve(c, size, align))
+        return;
+    cv_report_wrong_size(a, cv_class_size[c], size, align, func);
+}
+
+/* The size is one that picks the block's class. */
+static inline bool class_exact(unsigned bin_idx, size_t size) {
+    unsigned c = bin_idx - 1;
+    return bin_idx == 0 ||
+           (size <= cv_class_size[c] && (c == 0 || size > cv_class_size[c - 1]));
+}
+
 /* The block's bin is full, or its class has none. Out of line so that the
  * fast path stays a leaf that ends in a tail call. */
 static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p, size_t size,
@@ -122,15 +147,20 @@ static CARVE_NOINLINE void free_no_room(heap_t *heap, unsigned bin_idx, void *p,
  *
  * The test that keeps the map lookup inside the table also rejects a
  * pointer that is not 8-aligned, which no block start is. size is
- * free_sized()'s or CV_NO_SIZE; debug mode checks it. */
-static inline void do_free(void *p, size_t size, const char *func) {
+ * a sized free's (free_sized, sized delete) or CV_NO_SIZE, align an
+ * aligned one's or 0: both constants in every caller, so that free()
+ * pays nothing for them; the size is checked against the block's class
+ * (check_size), and debug mode checks it against the requested size. */
+static inline void do_free_with(void *p, size_t size, size_t align, const char *func) {
     uintptr_t a = (uintptr_t)p;
     if (unlikely((a & ~(((uintptr_t)1 << ADDRESS_BITS) - 8)) != 0 ||
                  atomic_load_explicit(&cv_chunk_map[a >> CHUNK_SHIFT], memory_order_relaxed) != MAP_SMALL)) {
-        free_other(p, size, func);
+        free_other(p, size, align, func);
         return;
     }
     unsigned bin_idx = cv_chunk_of(a)->slice_bin[(a & CHUNK_MASK) >> SLICE_SHIFT];
+    if (size != CV_NO_SIZE && unlikely(!class_exact(bin_idx, size) || align > ALIGN_MIN))
+        check_size(p, bin_idx, size, align, func);
     heap_t *heap = cv_tl_heap;
     bin_t *bin = &heap->bins[bin_idx];
     uint32_t n = bin->count;
@@ -144,6 +174,10 @@ static inline void do_free(void *p, size_t size, const char *func) {
         return;
     }
     free_no_room(heap, bin_idx, p, size, func);
+}
+
+static inline void do_free(void *p, size_t size, const char *func) {
+    do_free_with(p, size, 0, func);
 }
 
 /* Usable size of a live block; aborts on a pointer that is not one. */
@@ -307,8 +341,7 @@ CARVE_EXPORT void carve_free_sized(void *p, size_t size) {
 }
 
 CARVE_EXPORT void carve_free_aligned_sized(void *p, size_t align, size_t size) {
-    (void)align;
-    do_free(p, size, "free_aligned_sized");
+    do_free_with(p, size, align, "free_aligned_sized");
 }
 
 CARVE_EXPORT int carve_malloc_trim(size_t pad) {
@@ -488,8 +521,7 @@ void cv_cxx_delete_array_sized(void *p, size_t size) CXX_ALIAS(_ZdaPvm, _ZdlPvm)
 
 void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) CXX(_ZdlPvmSt11align_val_t);
 void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) {
-    (void)align;
-    do_free(p, size, "operator delete");
+    do_free_with(p, size, align, "operator delete");
 }
 void cv_cxx_delete_array_sized_aligned(void *p, size_t size, size_t align)
     CXX_ALIAS(_ZdaPvmSt11align_val_t, _ZdlPvmSt11align_val_t);

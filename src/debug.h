@@ -127,6 +127,8 @@ __attribute__((noreturn, cold)) void cv_report_map(const char *what, const dmap_
                                                    const char *func);
 __attribute__((noreturn, cold)) void cv_report_poison(uintptr_t b, size_t bs, size_t at,
                                                       const char *func);
+__attribute__((noreturn, cold)) void cv_report_wrong_size(uintptr_t b, size_t usable, size_t given,
+                                                         size_t align, const char *func);
 __attribute__((noreturn, cold)) void cv_report_size(uintptr_t b, size_t requested, size_t given,
                                                     const char *func);
 

@@ -113,6 +113,7 @@ extern const uint32_t cv_class_size[CLASS_COUNT];
 extern const uint64_t cv_class_magic[CLASS_COUNT];
 extern const uint8_t cv_class_slices[CLASS_COUNT];
 extern const uint8_t cv_class_small[65];
+bool cv_class_may_serve(unsigned c, size_t size, size_t align);
 
 /* Size to class: a table up to 512 bytes, then four classes per doubling
  * from the position of the highest bit (about 8 instructions). */

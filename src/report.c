@@ -147,3 +147,19 @@ void cv_report_size(uintptr_t b, size_t requested,
     cv_msg_format(what, sizeof what, "%s with wrong size", func);
     cv_msg_fatal(what, (void *)b, detail, func);
 }
+
+/* A sized free whose size no allocation of the block could have asked
+ * for (release builds: the block's class is all carve knows of it), or an
+ * aligned one of a block not so aligned. */
+void cv_report_wrong_size(uintptr_t b, size_t usable, size_t given, size_t align,
+                          const char *func) {
+    char detail[112];
+    if (align != 0)
+        cv_msg_format(detail, sizeof detail, "a block of %zu bytes, given size %zu, alignment %zu",
+                      usable, given, align);
+    else
+        cv_msg_format(detail, sizeof detail, "a block of %zu bytes, given size %zu", usable, given);
+    char what[48];
+    cv_msg_format(what, sizeof what, "%s with wrong size", func);
+    cv_msg_fatal(what, (void *)b, detail, func);
+}

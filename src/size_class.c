@@ -73,3 +73,30 @@ const uint8_t cv_class_slices[] = {
 };
 _Static_assert(sizeof cv_class_slices == CLASS_COUNT, "one entry per class");
 _Static_assert(sizeof cv_class_small == 512 / 8 + 1, "one entry per 8 bytes up to 512");
+
+/* Could a block of class c have been handed out for a request of size
+ * bytes (with alignment align, 0 when the call had none)? The class that
+ * malloc, calloc and new pick; one that realloc kept in place when
+ * shrinking (down to half the class); and, with an alignment, an aligned
+ * allocation's (the first class from the request's up whose natural
+ * alignment is enough: api.c's alloc_aligned). Without one, as C23 says
+ * of free_sized, the block must be malloc's, calloc's or realloc's. */
+bool cv_class_may_serve(unsigned c, size_t size, size_t align) {
+    size_t s = cv_class_size[c];
+    if (size > s)
+        return false;
+    if (align > ALIGN_MIN && (s & -s) < align)
+        return false;
+    unsigned want = cv_size_class(size < ALIGN_MIN && align != 0 ? ALIGN_MIN : size);
+    if (want == c || size >= s / 2)
+        return true;
+    if (align == 0)
+        return false;
+    /* the first class from want up aligned as c is: none before it may be */
+    for (unsigned k = want; k < c; k++) {
+        size_t t = cv_class_size[k];
+        if ((t & -t) >= (s & -s))
+            return false;
+    }
+    return (s & -s) > ALIGN_MIN;
+}
