@@ -178,21 +178,22 @@ static page_t *block_page(const void *b) {
     return cv_page_of(cv_chunk_of(a), a);
 }
 
+/* free took a block on its chunk's slice_bin alone: an interior pointer
+ * stops here, before it reaches its page's lists, whoever's page it is (a
+ * bin may hand it out before that: the fast path checks no more than the
+ * chunk and the bin's top). */
+static inline void check_block(const page_t *page, const void *b) {
+    if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
+        cv_msg_fatal("invalid free", b, "not the start of a block", "free");
+}
+
 /* A block of a page of this thread's goes onto the page's free list, as
  * the owner's free put it before bins. */
 static inline void push_local(heap_t *heap, page_t *page, block_t *b) {
+    check_block(page, b);
     cv_page_push(page, b);
     if (cv_page_unuse(page))
         free_local_slow(heap, page);
-}
-
-/* free took a block on its chunk's slice_bin alone: an interior pointer
- * into another thread's page stops here, before it reaches that page's
- * lists (as the remote free did before bins; the owner's own free checked
- * no more than the chunk). */
-static inline void check_remote_block(const page_t *page, const void *b) {
-    if (unlikely(!cv_page_is_block(page, (uintptr_t)b)))
-        cv_msg_fatal("invalid free", b, "not the start of a block", "free");
 }
 
 /* Gives n blocks back to their pages. The owner's go onto their pages' free
@@ -209,7 +210,7 @@ static void bin_flush(heap_t *heap, void **slot, uint32_t n) {
             i++;
             continue;
         }
-        check_remote_block(page, b);
+        check_block(page, b);
         block_t *last = b;
         uintptr_t count = 1;
         while (++i < n && block_page(slot[i]) == page && cv_page_is_block(page, (uintptr_t)slot[i])) {
