@@ -46,7 +46,13 @@ void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size); /* n < OS_PURGE
 /* Purges the ranges (the caller then empties the batch); returns a bit for
  * each range that now reads as zero (range i: bit i). */
 uint64_t cv_os_purge_flush(const os_purge_batch_t *b);
+/* Milliseconds on CLOCK_MONOTONIC: the one clock the purge policy reads
+ * (decay, lazy stage, demand windows, the large cache's ages), and only on
+ * slow paths. A unit test sets cv_os_clock_mock to a time of its own to
+ * step through the decay without sleeping; 0, as in every program, reads
+ * the real clock. */
 uint64_t cv_os_now_ms(void);
+extern _Atomic uint64_t cv_os_clock_mock;
 void cv_os_sleep_ms(unsigned ms);
 size_t cv_os_read_file(const char *path, char *buf, size_t cap);
 void cv_os_write_stderr(const char *s, size_t n);
