@@ -318,6 +318,8 @@ extern _Atomic int cv_init_state; /* 2 when ready */
 void cv_cgroup_init(void);
 size_t cv_cgroup_limit(void);   /* bytes, 0 if none */
 bool cv_cgroup_pressure(void);  /* what carve holds is past 3/4 of it */
+size_t cv_cgroup_parse_limit(const char *s); /* a limit file's content */
+size_t cv_cgroup_limit_under(const char *self_cgroup, const char *root);
 
 /* ---- purge.c: when free memory goes back ------------------------------ */
 void cv_purge_init(void);
