@@ -301,6 +301,7 @@ void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
 const cv_lock_t *cv_large_lock_stats(void);
+unsigned cv_large_cache_choose(const large_entry_t *slot, unsigned count, size_t map_size);
 CARVE_INLINE size_t cv_large_usable(const large_t *h) {
     return h->size - h->offset;
 }
