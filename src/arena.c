@@ -12,6 +12,7 @@
  * not at the whole heap.
  */
 #include "internal.h"
+#include "bits.h"
 
 /* One byte per 4 MiB of the 47-bit address space (32 MiB of .bss, touched
  * sparsely). Written under the arena lock, read without it. */
@@ -119,22 +120,6 @@ static chunk_t *chunk_new(void) {
     return chunk;
 }
 
-/* First slice of a run of n free slices in the chunk, or 0 (the header
- * slice is never free, so 0 means none). */
-static unsigned find_run(uint64_t used, unsigned n) {
-    uint64_t starts = ~used;
-    for (unsigned k = 1; k < n; k++)
-        starts &= ~used >> k;
-    /* The shifts fill with zeros from the top, so no run can start where
-     * it would pass slice 63. */
-    return starts ? (unsigned)__builtin_ctzll(starts) : 0;
-}
-
-static uint64_t run_mask(unsigned first, unsigned n) {
-    uint64_t bits = n >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1);
-    return bits << first;
-}
-
 /* arena.idle changes under the lock; the purger reads it without (is
  * there anything to give back?), hence the atomic store. */
 static void idle_add(ptrdiff_t slices) {
@@ -160,18 +145,9 @@ static void demand_window(uint64_t now) {
  * windows, they are growing, and a page that its heap says will be filled
  * (dense) has its memory faulted in with one call rather than one fault
  * per 4 KiB page as it is carved. */
-
-/* The first run of set bits of a non-empty slice bitmap: its length, and
- * its start in *first. Bit 0 (the header) is never set in the bitmaps this
- * walks, so the shifted complement always has a zero bit to find. */
-static unsigned next_run(uint64_t slices, unsigned *first) {
-    *first = (unsigned)__builtin_ctzll(slices);
-    return (unsigned)__builtin_ctzll(~(slices >> *first));
-}
-
 static void populate_runs(chunk_t *chunk, uint64_t slices) {
-    for (unsigned first, n; slices; slices &= ~run_mask(first, n)) {
-        n = next_run(slices, &first);
+    for (unsigned first, n; slices; slices &= ~cv_bits_run_mask(first, n)) {
+        n = cv_bits_next_run(slices, &first);
         cv_os_populate((uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
     }
 }
@@ -188,10 +164,10 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
     for (chunk = arena.avail; chunk != NULL; chunk = chunk->avail_next) {
         if ((unsigned)__builtin_popcountll(~chunk->slices_used) < n)
             continue;
-        first = find_run(chunk->slices_used | ~chunk->slices_dirty, n);
+        first = cv_bits_find_run(chunk->slices_used | ~chunk->slices_dirty, n);
         if (first != 0)
             break;
-        if (fallback == NULL && (fallback_first = find_run(chunk->slices_used, n)) != 0)
+        if (fallback == NULL && (fallback_first = cv_bits_find_run(chunk->slices_used, n)) != 0)
             fallback = chunk;
     }
     if (chunk == NULL && fallback != NULL) {
@@ -208,7 +184,7 @@ page_t *cv_arena_page_alloc(size_t slices, bool dense, bool *grew) {
         first = 1;
         *grew = true;
     }
-    uint64_t mask = run_mask(first, n);
+    uint64_t mask = cv_bits_run_mask(first, n);
     idle_add(-(ptrdiff_t)__builtin_popcountll(chunk->slices_resident & mask));
     demand_window(cv_os_now_ms());
     arena.demand_cur += n;
@@ -256,7 +232,7 @@ void cv_arena_page_free_locked(page_t *page) {
     }
     if (chunk->slices_used == ~(uint64_t)0)
         avail_insert(chunk);
-    chunk->slices_used &= ~run_mask(first, n);
+    chunk->slices_used &= ~cv_bits_run_mask(first, n);
     idle_add((ptrdiff_t)n); /* slices in use are always resident */
     demand_window(now);
     cv_page_reset(page);
@@ -366,7 +342,7 @@ static void purge_flush(os_purge_batch_t *batch) {
         uintptr_t a = (uintptr_t)batch->range[__builtin_ctzll(zeroed)].base;
         size_t len = batch->range[__builtin_ctzll(zeroed)].len;
         chunk_t *chunk = (chunk_t *)(a & ~(uintptr_t)(CHUNK_SIZE - 1));
-        uint64_t mask = run_mask((unsigned)((a - (uintptr_t)chunk) >> SLICE_SHIFT),
+        uint64_t mask = cv_bits_run_mask((unsigned)((a - (uintptr_t)chunk) >> SLICE_SHIFT),
                                  (unsigned)(len >> SLICE_SHIFT));
         uint64_t lazy = chunk->slices_dirty & ~chunk->slices_resident & mask;
         chunk->slices_dirty &= ~mask;
@@ -376,7 +352,7 @@ static void purge_flush(os_purge_batch_t *batch) {
 }
 
 static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, unsigned n) {
-    uint64_t mask = run_mask(first, n);
+    uint64_t mask = cv_bits_run_mask(first, n);
     if (batch->n == OS_PURGE_BATCH)
         purge_flush(batch);
     cv_os_purge_add(batch, (uint8_t *)chunk + ((size_t)first << SLICE_SHIFT), (size_t)n << SLICE_SHIFT);
@@ -394,8 +370,8 @@ static void purge_run(os_purge_batch_t *batch, chunk_t *chunk, unsigned first, u
 }
 
 static void purge_runs(os_purge_batch_t *batch, chunk_t *chunk, uint64_t slices) {
-    for (unsigned first, n; slices; slices &= ~run_mask(first, n)) {
-        n = next_run(slices, &first);
+    for (unsigned first, n; slices; slices &= ~cv_bits_run_mask(first, n)) {
+        n = cv_bits_next_run(slices, &first);
         purge_run(batch, chunk, first, n);
     }
 }

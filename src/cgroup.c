@@ -15,7 +15,9 @@ static struct {
     size_t limit; /* bytes, 0 if none; written once, at initialisation */
 } cgroup;
 
-static size_t parse_limit(const char *s) {
+/* The content of a memory.max, memory.high or memory.limit_in_bytes file:
+ * bytes, 0 for no limit. */
+size_t cv_cgroup_parse_limit(const char *s) {
     if (s[0] < '0' || s[0] > '9')
         return 0; /* "max" */
     size_t v = 0;
@@ -49,7 +51,7 @@ static size_t limit_in(const char *dir, size_t dlen, const char *file) {
     join(path, sizeof path, dir, dlen, file);
     if (cv_os_read_file(path, buf, sizeof buf) == 0)
         return 0;
-    return parse_limit(buf);
+    return cv_cgroup_parse_limit(buf);
 }
 
 /* The tightest limit along the cgroup path and its ancestors, under root
@@ -81,20 +83,25 @@ static size_t cgroup_walk(const char *root, const char *cg_path, size_t len, boo
     return limit;
 }
 
-static size_t cgroup_limit(void) {
-    char buf[2048];
-    if (cv_os_read_file("/proc/self/cgroup", buf, sizeof buf) == 0)
-        return 0;
+/* The tightest limit of the cgroups that self_cgroup (what
+ * /proc/self/cgroup reads) names, in the hierarchies mounted under root:
+ * v2 at root and root/unified (hybrid layouts), v1's memory controller at
+ * root/memory. A parameter, not a constant, so that the unit tests can
+ * build such a tree in a directory of their own. */
+size_t cv_cgroup_limit_under(const char *self_cgroup, const char *root) {
+    char unified[256], memory[256];
+    cv_msg_format(unified, sizeof unified, "%s/unified", root);
+    cv_msg_format(memory, sizeof memory, "%s/memory", root);
     size_t limit = 0;
-    for (char *line = buf; *line;) {
-        char *end = line;
+    for (const char *line = self_cgroup; *line;) {
+        const char *end = line;
         while (*end && *end != '\n')
             end++;
         /* "id:controllers:path" */
-        char *c1 = line;
+        const char *c1 = line;
         while (c1 < end && *c1 != ':')
             c1++;
-        char *c2 = c1 < end ? c1 + 1 : end;
+        const char *c2 = c1 < end ? c1 + 1 : end;
         while (c2 < end && *c2 != ':')
             c2++;
         if (c2 < end) {
@@ -103,15 +110,14 @@ static size_t cgroup_limit(void) {
             const char *path = c2 + 1;
             size_t plen = (size_t)(end - path);
             if (ctl_len == 0 && line[0] == '0') {
-                limit = min_limit(limit, cgroup_walk("/sys/fs/cgroup", path, plen, true));
+                limit = min_limit(limit, cgroup_walk(root, path, plen, true));
                 /* hybrid layouts mount the v2 hierarchy here */
-                limit = min_limit(limit, cgroup_walk("/sys/fs/cgroup/unified", path, plen, true));
+                limit = min_limit(limit, cgroup_walk(unified, path, plen, true));
             } else {
                 for (const char *w = ctl; w + 6 <= c2; w++) {
                     if (strncmp(w, "memory", 6) == 0 && (w == ctl || w[-1] == ',') &&
                         (w + 6 == c2 || w[6] == ',')) {
-                        limit = min_limit(limit,
-                                          cgroup_walk("/sys/fs/cgroup/memory", path, plen, false));
+                        limit = min_limit(limit, cgroup_walk(memory, path, plen, false));
                         break;
                     }
                 }
@@ -123,8 +129,11 @@ static size_t cgroup_limit(void) {
 }
 
 void cv_cgroup_init(void) {
+    char buf[2048];
     if (cv_options.cgroup)
-        cgroup.limit = cgroup_limit();
+        cgroup.limit = cv_os_read_file("/proc/self/cgroup", buf, sizeof buf) != 0
+                           ? cv_cgroup_limit_under(buf, "/sys/fs/cgroup")
+                           : 0;
 }
 
 size_t cv_cgroup_limit(void) {

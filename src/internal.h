@@ -46,7 +46,13 @@ void cv_os_purge_add(os_purge_batch_t *b, void *p, size_t size); /* n < OS_PURGE
 /* Purges the ranges (the caller then empties the batch); returns a bit for
  * each range that now reads as zero (range i: bit i). */
 uint64_t cv_os_purge_flush(const os_purge_batch_t *b);
+/* Milliseconds on CLOCK_MONOTONIC: the one clock the purge policy reads
+ * (decay, lazy stage, demand windows, the large cache's ages), and only on
+ * slow paths. A unit test sets cv_os_clock_mock to a time of its own to
+ * step through the decay without sleeping; 0, as in every program, reads
+ * the real clock. */
 uint64_t cv_os_now_ms(void);
+extern _Atomic uint64_t cv_os_clock_mock;
 void cv_os_sleep_ms(unsigned ms);
 size_t cv_os_read_file(const char *path, char *buf, size_t cap);
 void cv_os_write_stderr(const char *s, size_t n);
@@ -385,6 +391,7 @@ void cv_large_fork_prepare(void);
 void cv_large_fork_parent(void);
 void cv_large_fork_child(void);
 const cv_lock_t *cv_large_lock_stats(void);
+unsigned cv_large_cache_choose(const large_entry_t *slot, unsigned count, size_t map_size);
 CARVE_INLINE size_t cv_large_usable(const large_t *h) {
     return h->size - h->offset;
 }
@@ -405,6 +412,8 @@ extern _Atomic int cv_init_state; /* 2 when ready */
 void cv_cgroup_init(void);
 size_t cv_cgroup_limit(void);   /* bytes, 0 if none */
 bool cv_cgroup_pressure(void);  /* what carve holds is past 3/4 of it */
+size_t cv_cgroup_parse_limit(const char *s); /* a limit file's content */
+size_t cv_cgroup_limit_under(const char *self_cgroup, const char *root);
 
 /* ---- purge.c: when free memory goes back ------------------------------ */
 void cv_purge_init(void);

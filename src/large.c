@@ -102,14 +102,7 @@ static size_t map_align(const large_t *h) {
  * instead: the pages go at once, and with them the reason to keep the
  * mapping. */
 
-/* One cached mapping. Kept here rather than in the mapping's header: a
- * lazy entry's pages may have been taken back and read as zero. */
-typedef struct entry {
-    uint8_t *base;     /* chunk-aligned start; NULL for a free slot */
-    size_t size;       /* bytes mapped */
-    uint64_t freed_ms; /* when it was last freed: the decay runs from here */
-    bool lazy;         /* purged with MADV_FREE, still mapped */
-} entry_t;
+typedef large_entry_t entry_t; /* one cached mapping (types.h) */
 
 static struct {
     cv_lock_t lock;
@@ -164,26 +157,28 @@ static bool fits_whole(size_t n, size_t want) {
     return n >= want && want >= n / 4;
 }
 
-/* The slot that best serves map_size bytes: the smallest entry that fits
- * and is at most 4 times too big, else the smallest bigger one, else the
- * biggest smaller one; CACHE_SLOTS when the cache is empty. */
-static unsigned cache_choose(size_t map_size) {
-    unsigned fit = CACHE_SLOTS, bigger = CACHE_SLOTS, smaller = CACHE_SLOTS;
-    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-        size_t n = cache.slot[i].size;
-        if (cache.slot[i].base == NULL)
+/* The slot of slot[0 .. count) that best serves map_size bytes: the
+ * smallest entry that fits and is at most 4 times too big, else the
+ * smallest bigger one, else the biggest smaller one; count when all are
+ * free. It reads nothing else, so that the unit tests can give it a cache
+ * of their own. */
+unsigned cv_large_cache_choose(const entry_t *slot, unsigned count, size_t map_size) {
+    unsigned fit = count, bigger = count, smaller = count;
+    for (unsigned i = 0; i < count; i++) {
+        size_t n = slot[i].size;
+        if (slot[i].base == NULL)
             continue;
         if (n < map_size) {
-            if (smaller == CACHE_SLOTS || n > cache.slot[smaller].size)
+            if (smaller == count || n > slot[smaller].size)
                 smaller = i;
         } else if (fits_whole(n, map_size)) {
-            if (fit == CACHE_SLOTS || n < cache.slot[fit].size)
+            if (fit == count || n < slot[fit].size)
                 fit = i;
-        } else if (bigger == CACHE_SLOTS || n < cache.slot[bigger].size) {
+        } else if (bigger == count || n < slot[bigger].size) {
             bigger = i;
         }
     }
-    return fit != CACHE_SLOTS ? fit : bigger != CACHE_SLOTS ? bigger : smaller;
+    return fit != count ? fit : bigger != count ? bigger : smaller;
 }
 
 /* Cuts e down to its first cut bytes, its tail cached again (or unmapped);
@@ -221,7 +216,7 @@ static large_t *cache_take(size_t map_size) {
     if (cache_empty())
         return NULL;
     cv_lock_take(&cache.lock);
-    unsigned i = cache_choose(map_size);
+    unsigned i = cv_large_cache_choose(cache.slot, CACHE_SLOTS, map_size);
     entry_t e = {0};
     if (i != CACHE_SLOTS)
         e = cache_remove(i);

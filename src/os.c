@@ -262,7 +262,13 @@ uint64_t cv_os_purge_flush(const os_purge_batch_t *b) {
     return zeroed;
 }
 
+/* Never set outside the unit tests (internal.h). */
+_Atomic uint64_t cv_os_clock_mock;
+
 uint64_t cv_os_now_ms(void) {
+    uint64_t mock = atomic_load_explicit(&cv_os_clock_mock, memory_order_relaxed);
+    if (unlikely(mock != 0))
+        return mock;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;

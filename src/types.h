@@ -224,6 +224,16 @@ typedef struct large {
     uint64_t check;
 } large_t;
 
+/* One mapping in the cache of freed large blocks (large.c). Kept apart from
+ * the mapping's header: a lazy entry's pages may have been taken back and
+ * read as zero. */
+typedef struct large_entry {
+    uint8_t *base;     /* chunk-aligned start; NULL for a free slot */
+    size_t size;       /* bytes mapped */
+    uint64_t freed_ms; /* when it was last freed: the decay runs from here */
+    bool lazy;         /* purged with MADV_FREE, still mapped */
+} large_entry_t;
+
 /* ---- thread heaps ------------------------------------------------------- */
 typedef struct page_queue {
     page_t *first, *last;

@@ -8,7 +8,9 @@
 // and that memory reused after a purge holds what the program writes and
 // what calloc promises (zeros). The purges that must run in a child process
 // (under a seccomp filter, on locked memory, by the background purger) are
-// in test_purge_child.cc, the large cache in test_large.cc.
+// in test_purge_child.cc, the large cache in test_large.cc. The stages of
+// the decay, step by step on a mock clock, are unit tests
+// (test/unit/test_decay.cc).
 //
 // Options are global: every test starts from the defaults (purge=free,
 // decay_ms=50, background=0) and restores them when it ends (purge_util.h).
@@ -210,38 +212,6 @@ TEST_F(CarvePurge, WithDecayZeroFreedMemoryIsPurgedWithoutTrim) {
     EXPECT_EQ(free_all(v), 0u);
 }
 
-TEST_F(CarvePurge, WithTheDefaultDecayFreedMemoryIsPurgedOnceItHasWaited) {
-    CARVE_SKIP_IN_DEBUG_MODE();
-
-    const size_t total = scaled(64 * kMiB, 16 * kMiB);
-    const Stats s0;
-    std::vector<Block> v = alloc_small(total, 5);
-    ASSERT_FALSE(v.empty());
-    const Stats s1;
-    ASSERT_EQ(free_all(v), 0u);
-    // Twice the decay, then a slow-path event: everything freed is due.
-    sleep_ms(120);
-    tick();
-    const Stats s2;
-    EXPECT_LE(s2.small_committed(), s0.small_committed() + 4 * kMiB)
-        << "committed: " << s0.small_committed() / kMiB << " MiB at the start, "
-        << s1.small_committed() / kMiB << " MiB with the blocks, " << s2.small_committed() / kMiB
-        << " MiB 120 ms after the frees";
-    EXPECT_GE(s2.s.purged, s1.s.purged + total * 3 / 4);
-
-    // Memory freed and reused within the decay is not purged in between:
-    // a tight free/malloc cycle keeps its pages committed.
-    v = alloc_small(total / 4, 6);
-    ASSERT_FALSE(v.empty());
-    ASSERT_EQ(free_all(v), 0u);
-    const Stats s3;
-    v = alloc_small(total / 4, 7);
-    ASSERT_FALSE(v.empty());
-    EXPECT_EQ(free_all(v), 0u);
-    EXPECT_GE(s3.s.purged + total / 8 + 4 * kMiB, Stats().s.purged)
-        << "memory freed less than decay_ms ago was purged";
-}
-
 // A heap that shrinks (a program frees most of what it built, then goes
 // idle) gives its free pages back at once, not a decay period later: what
 // is freed beyond what the program took from the arena in the last one or
@@ -293,36 +263,6 @@ TEST_F(CarvePurge, AShrinkingHeapGivesItsFreePagesBackWithoutWaitingForTheDecay)
 TEST_F(CarvePurge, PagesOfAnExitedThreadThatEmptyGoBackWithoutWaitingForTheDecay) {
     CARVE_SKIP_IN_DEBUG_MODE();
     expect_shrinking_heap_purged_at_once(true, 11);
-}
-
-// carve counts what it gave back with MADV_FREE (carve_stats.lazy): each
-// slice from its purge until it is used again or purged with MADV_DONTNEED.
-// A MADV_DONTNEED pass that also unmapped chunks whose lazily freed slices
-// it had just queued counted them out twice: the count wrapped below zero,
-// and under a cgroup limit carve then believed itself at the limit for good.
-TEST_F(CarvePurge, LazilyFreedBytesAreCountedOnceWhenChunksGoBack) {
-    CARVE_SKIP_IN_DEBUG_MODE();
-
-    const size_t total = scaled(48 * kMiB, 24 * kMiB);
-    std::vector<Block> v = alloc_small(total, 40);
-    ASSERT_FALSE(v.empty());
-    ASSERT_EQ(free_all(v), 0u);
-    sleep_ms(60);
-    tick();  // past the decay: a pass gives the rest back with MADV_FREE
-    const Stats s1;
-    EXPECT_GE(s1.s.lazy, total / 2) << "freed with the default purge=free";
-    EXPECT_LE(s1.s.lazy, s1.s.mapped);
-    // Chunks wholly free for 2 s (plus four decay periods) are unmapped by
-    // the next pass, beyond a few kept (arena.c); let that pass be one that
-    // purges with MADV_DONTNEED (as under a cgroup limit), which takes the
-    // lazily freed slices back too.
-    ASSERT_TRUE(set_option("purge=dontneed"));
-    sleep_ms(2300);
-    tick();
-    const Stats s2;
-    EXPECT_LT(s2.s.chunks, s1.s.chunks) << "no wholly free chunk was unmapped";
-    EXPECT_LE(s2.s.lazy, s2.s.mapped) << "the lazily freed count wrapped: " << s2.s.lazy;
-    EXPECT_EQ(s2.s.lazy, 0u) << "after a MADV_DONTNEED pass nothing is lazily freed";
 }
 
 TEST_F(CarvePurge, WithPurgeNoneFreedMemoryStaysCommittedUntilTrim) {
