@@ -18,14 +18,9 @@ static struct {
 /* The content of a memory.max, memory.high or memory.limit_in_bytes file:
  * bytes, 0 for no limit. */
 size_t cv_cgroup_parse_limit(const char *s) {
-    if (s[0] < '0' || s[0] > '9')
-        return 0; /* "max" */
-    size_t v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        if (v > (SIZE_MAX - 9) / 10)
-            return 0;
-        v = v * 10 + (size_t)(*s - '0');
-    }
+    size_t v;
+    if (cv_msg_parse_uint(s, strlen(s), &v) == 0)
+        return 0; /* "max" (or a number past size_t: no limit either) */
     /* v1 reports "no limit" as a huge page-rounded number */
     return v >= ((size_t)1 << 60) ? 0 : v;
 }

@@ -61,9 +61,9 @@ size_t cv_dmap_max(void) {
     if (m == 0) {
         char buf[32];
         size_t n = cv_os_read_file("/proc/sys/vm/max_map_count", buf, sizeof buf), v = 0;
-        for (size_t i = 0; i < n && buf[i] >= '0' && buf[i] <= '9' && v < SIZE_MAX / 100; i++)
-            v = v * 10 + (size_t)(buf[i] - '0');
-        m = (v != 0 ? v : 65530) / 4;
+        if (cv_msg_parse_uint(buf, n, &v) == 0 || v == 0)
+            v = 65530; /* the kernel's default */
+        m = v / 4;
         atomic_store_explicit(&max, m, memory_order_relaxed);
     }
     return m;

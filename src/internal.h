@@ -92,7 +92,8 @@ CARVE_INLINE void cv_lock_give(cv_lock_t *l) {
     pthread_mutex_unlock(&l->mutex);
 }
 
-/* ---- msg.c: formatted output that never allocates ---------------------- */
+/* ---- msg.c: formatted output, and numbers read, without allocating ---- */
+size_t cv_msg_parse_uint(const char *s, size_t n, size_t *out);
 /* Formats %s %d %u %zu %zx %p %c into buf (always NUL-terminated). */
 size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

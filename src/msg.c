@@ -1,5 +1,6 @@
 /*
- * msg.c: output that never allocates, and the fatal path. stdio may call
+ * msg.c: output that never allocates, the fatal path, and the one reader of
+ * decimal numbers (options, cgroup files, /proc). stdio may call
  * malloc, and an allocator that reports heap corruption cannot trust its
  * own heap, so error lines and statistics are formatted here into a stack
  * buffer and written with write(2).
@@ -128,9 +129,26 @@ static size_t vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
         }
         pad(&o, start, width, left);
     }
-    if (cap > 0)
-        buf[o.len < cap ? o.len : cap - 1] = '\0';
+    if (cap == 0)
+        return 0;
+    buf[o.len < cap ? o.len : cap - 1] = '\0';
     return o.len < cap ? o.len : cap - 1;
+}
+
+/* The decimal number at the start of s (n bytes): its digits' count, 0
+ * when there are none or the value would not fit a size_t. The one number
+ * reader of carve (options, cgroup limits, /proc values). */
+size_t cv_msg_parse_uint(const char *s, size_t n, size_t *out) {
+    size_t v = 0, i = 0;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+        size_t d = (size_t)(s[i] - '0');
+        if (v > (SIZE_MAX - d) / 10)
+            return 0;
+        v = v * 10 + d;
+    }
+    if (i != 0)
+        *out = v;
+    return i;
 }
 
 size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...) {

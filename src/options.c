@@ -94,14 +94,11 @@ static bool parse_bool(const char *v, size_t n, bool *out) {
 }
 
 static bool parse_uint(const char *v, size_t n, size_t *out) {
-    size_t x = 0, i = 0;
+    size_t x = 0, i = cv_msg_parse_uint(v, n, &x);
+    if (i == 0 && n != 0 && v[0] >= '0' && v[0] <= '9')
+        return false; /* digits past size_t */
     if (n == 0)
         return false;
-    for (; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
-        if (x > (SIZE_MAX - 9) / 10)
-            return false;
-        x = x * 10 + (size_t)(v[i] - '0');
-    }
     if (i < n) { /* one suffix: k, m, g (binary), after at least one digit */
         if (i == 0 || i + 1 != n)
             return false;
