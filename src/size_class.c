@@ -90,13 +90,13 @@ bool cv_class_may_serve(unsigned c, size_t size, size_t align) {
     unsigned want = cv_size_class(size < ALIGN_MIN && align != 0 ? ALIGN_MIN : size);
     if (want == c || size >= s / 2)
         return true;
-    if (align == 0)
+    if (align <= ALIGN_MIN) /* malloc's class for the size (at least align) */
         return false;
-    /* the first class from want up aligned as c is: none before it may be */
+    /* the first class from want up aligned enough: none before c may be */
     for (unsigned k = want; k < c; k++) {
         size_t t = cv_class_size[k];
-        if ((t & -t) >= (s & -s))
+        if ((t & -t) >= align)
             return false;
     }
-    return (s & -s) > ALIGN_MIN;
+    return true;
 }

@@ -49,6 +49,7 @@ enum {
 extern const uint32_t cv_class_size[PROBE_CLASS_COUNT];
 extern const uint64_t cv_class_magic[PROBE_CLASS_COUNT];
 extern const uint8_t cv_class_slices[PROBE_CLASS_COUNT];
+bool cv_class_may_serve(unsigned c, size_t size, size_t align);
 size_t cv_msg_format(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool cv_options_set(const char *item);

@@ -121,4 +121,25 @@ TEST(SizeClass, MagicNumbersTellBlockStartsForEveryOffsetInAPage) {
     }
 }
 
+// What a sized free accepts (free_sized, sized delete): the size that
+// picks the class, or one realloc shrank the block to in place (half the
+// class or more); with an alignment, also the first class from the
+// request's up that is aligned enough (what aligned_alloc hands out).
+TEST(SizeClass, SizedFreesAcceptWhatAnAllocationOfTheBlockCouldHaveAskedFor) {
+    for (unsigned c = 0; c < kClasses; c++) {
+        const size_t s = cv_class_size[c];
+        for (size_t size = 0; size <= s + 64; size += (s > 4096 ? 61 : 1)) {
+            const bool want = size <= s && (probe_size_class(size) == c || size >= s / 2);
+            ASSERT_EQ(cv_class_may_serve(c, size, 0), want) << "class " << s << ", size " << size;
+        }
+    }
+    const unsigned c4096 = probe_size_class(4096), c64 = probe_size_class(64);
+    EXPECT_FALSE(cv_class_may_serve(c4096, 64, 0)) << "malloc(64) never gives a 4 KiB block";
+    EXPECT_TRUE(cv_class_may_serve(c4096, 64, 4096)) << "aligned_alloc(4096, 64) does";
+    EXPECT_FALSE(cv_class_may_serve(c4096, 64, 128)) << "aligned_alloc(128, 64) gives 128 bytes";
+    EXPECT_FALSE(cv_class_may_serve(c64, 100, 0));
+    EXPECT_TRUE(cv_class_may_serve(probe_size_class(16), 1, 16)) << "memalign(16, 1)";
+}
+
 }  // namespace
+
