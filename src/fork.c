@@ -61,6 +61,7 @@ void cv_fork_child(void) {
     cv_signal_fork_child();
     cv_purge_fork_child();
     cv_large_fork_child();
+    cv_heap_fork_child(); /* before the arena lock is let go: heap_all is whole */
     cv_arena_fork_child();
     orphans_abandon(); /* after the arena lock is usable again */
     cv_debug_fork_child();

@@ -42,6 +42,18 @@ const heap_t *cv_heap_first(void) {
     return atomic_load_explicit(&heap_all, memory_order_acquire);
 }
 
+/* In a fork child (the arena lock held, so heap_all is whole): another
+ * thread of the parent may have held any heap's lock at the fork (a
+ * reclaiming free's trylock, free.c), and a pooled heap is taken again
+ * in the child. The forking thread's own, taken before the fork, is
+ * given back by fork.c. */
+void cv_heap_fork_child(void) {
+    for (heap_t *h = atomic_load_explicit(&heap_all, memory_order_relaxed); h != NULL;
+         h = h->next_all)
+        if (h != cv_tl_heap)
+            h->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+}
+
 /* ---- page queues -------------------------------------------------------- */
 
 /* Keep current[c] on the queue's first page, and move the pin (one extra

@@ -258,6 +258,7 @@ void cv_heap_thread_done(void *heap);
 void cv_heap_release(heap_t *heap);
 void cv_heap_abandon_locked(page_t *page); /* under the arena lock */
 void cv_heap_trim(void);
+void cv_heap_fork_child(void);
 
 /* The owner's side of heap_t.lock: its slow paths, never nested. */
 CARVE_INLINE void cv_heap_lock(heap_t *heap) {
