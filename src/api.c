@@ -23,14 +23,18 @@
  * heap until its first allocation, and for good in debug mode (debug.c
  * holds its heap apart), so this is the one place where an allocation
  * tests for debug mode: the fast path misses anyway. */
-static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
+static inline void *alloc_slow_as(heap_t *heap, size_t size, bool zero, const char *func) {
     void *p;
     if (heap == &cv_heap_empty && cv_debug_on())
-        p = cv_debug_alloc(size, 0, zero, zero ? "calloc" : "malloc");
+        p = cv_debug_alloc(size, 0, zero, func);
     else
         p = cv_heap_alloc_slow(heap, size, zero);
     cv_safe_point();
     return p;
+}
+
+static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
+    return alloc_slow_as(heap, size, zero, zero ? "calloc" : "malloc");
 }
 
 static inline void *do_malloc(size_t size) {
@@ -465,91 +469,98 @@ void *__libc_pvalloc(size_t size) ALIAS(carve_pvalloc);
  * names assume an LP64 size_t (unsigned long, "m"). */
 #if __SIZEOF_SIZE_T__ == 8 && __SIZEOF_LONG__ == 8
 #define CXX(mangled) __asm__(#mangled) __attribute__((visibility("default")))
-/* an alias names its target by its symbol, the mangled name here */
-#define CXX_ALIAS(mangled, target) CXX(mangled) __attribute__((alias(#target)))
+/* new and new[] differ only in their names, which debug mode records to
+ * stop a mismatched pair (new[] freed by delete, new by free). */
+#define NEW "operator new"
+#define NEW_ARRAY "operator new[]"
+#define DELETE "operator delete"
+#define DELETE_ARRAY "operator delete[]"
 
-void *cv_cxx_new(size_t size) CXX(_Znwm);
-void *cv_cxx_new(size_t size) {
-    void *p = do_malloc(size);
-    return likely(p != NULL) ? p : cv_new_failed(size, 0, false);
+static CARVE_NOINLINE void *new_slow(heap_t *heap, size_t size, bool zero) {
+    return alloc_slow_as(heap, size, zero, NEW);
 }
-void *cv_cxx_new_array(size_t size) CXX_ALIAS(_Znam, _Znwm);
 
-void *cv_cxx_new_nothrow(size_t size, const void *tag) CXX(_ZnwmRKSt9nothrow_t);
-void *cv_cxx_new_nothrow(size_t size, const void *tag) {
-    (void)tag;
-    void *p = do_malloc(size);
-    return likely(p != NULL) ? p : cv_new_failed(size, 0, true);
+static CARVE_NOINLINE void *new_array_slow(heap_t *heap, size_t size, bool zero) {
+    return alloc_slow_as(heap, size, zero, NEW_ARRAY);
 }
-void *cv_cxx_new_array_nothrow(size_t size, const void *tag)
-    CXX_ALIAS(_ZnamRKSt9nothrow_t, _ZnwmRKSt9nothrow_t);
 
 /* std::align_val_t is a size_t. An alignment that is not a power of two
  * is undefined behaviour in C++; it fails as aligned_alloc's does. */
-static void *new_aligned(size_t size, size_t align, bool nothrow) {
-    void *p = is_pow2(align) ? alloc_aligned(align, size, "operator new") : NULL;
-    return likely(p != NULL) ? p : cv_new_failed(size, align, nothrow);
+static void *new_aligned(size_t size, size_t align, bool nothrow, const char *func) {
+    void *p = is_pow2(align) ? alloc_aligned(align, size, func) : NULL;
+    return likely(p != NULL) ? p : cv_new_failed(size, align, nothrow, func);
 }
 
-void *cv_cxx_new_aligned(size_t size, size_t align) CXX(_ZnwmSt11align_val_t);
-void *cv_cxx_new_aligned(size_t size, size_t align) {
-    return new_aligned(size, align, false);
+/* new.c's retry once a new-handler ran: the same allocation again. */
+void *cv_new_retry(size_t size, size_t align, const char *func) {
+    if (align != 0)
+        return is_pow2(align) ? alloc_aligned(align, size, func) : NULL;
+    return cv_heap_alloc_with(cv_tl_heap, size, false,
+                              func[sizeof NEW - 1] == '[' ? new_array_slow : new_slow);
 }
-void *cv_cxx_new_array_aligned(size_t size, size_t align)
-    CXX_ALIAS(_ZnamSt11align_val_t, _ZnwmSt11align_val_t);
 
-void *cv_cxx_new_aligned_nothrow(size_t size, size_t align, const void *tag)
-    CXX(_ZnwmSt11align_val_tRKSt9nothrow_t);
-void *cv_cxx_new_aligned_nothrow(size_t size, size_t align, const void *tag) {
-    (void)tag;
-    return new_aligned(size, align, true);
-}
-void *cv_cxx_new_array_aligned_nothrow(size_t size, size_t align, const void *tag)
-    CXX_ALIAS(_ZnamSt11align_val_tRKSt9nothrow_t, _ZnwmSt11align_val_tRKSt9nothrow_t);
+#define DEFINE_NEW(name, mangled, slow, func)                                        \
+    void *name(size_t size) CXX(mangled);                                            \
+    void *name(size_t size) {                                                        \
+        void *p = cv_heap_alloc_with(cv_tl_heap, size, false, slow);                 \
+        return likely(p != NULL) ? p : cv_new_failed(size, 0, false, func);          \
+    }                                                                                \
+    void *name##_nothrow(size_t size, const void *tag) CXX(mangled##RKSt9nothrow_t); \
+    void *name##_nothrow(size_t size, const void *tag) {                             \
+        (void)tag;                                                                   \
+        void *p = cv_heap_alloc_with(cv_tl_heap, size, false, slow);                 \
+        return likely(p != NULL) ? p : cv_new_failed(size, 0, true, func);           \
+    }                                                                                \
+    void *name##_aligned(size_t size, size_t align) CXX(mangled##St11align_val_t);   \
+    void *name##_aligned(size_t size, size_t align) {                                \
+        return new_aligned(size, align, false, func);                                \
+    }                                                                                \
+    void *name##_aligned_nothrow(size_t size, size_t align, const void *tag)         \
+        CXX(mangled##St11align_val_tRKSt9nothrow_t);                                 \
+    void *name##_aligned_nothrow(size_t size, size_t align, const void *tag) {       \
+        (void)tag;                                                                   \
+        return new_aligned(size, align, true, func);                                 \
+    }
 
-/* Every delete is a free; the sized ones pass the size on, which debug
- * mode checks as free_sized's (a block deleted with a wrong size is a
- * bug). The alignment and nothrow arguments change nothing. */
-void cv_cxx_delete(void *p) __asm__("_ZdlPv") ALIAS(carve_free);
-void cv_cxx_delete_array(void *p) __asm__("_ZdaPv") ALIAS(carve_free);
+DEFINE_NEW(cv_cxx_new, _Znwm, new_slow, NEW)
+DEFINE_NEW(cv_cxx_new_array, _Znam, new_array_slow, NEW_ARRAY)
 
-void cv_cxx_delete_sized(void *p, size_t size) CXX(_ZdlPvm);
-void cv_cxx_delete_sized(void *p, size_t size) {
-    do_free(p, size, "operator delete");
-}
-void cv_cxx_delete_array_sized(void *p, size_t size) CXX_ALIAS(_ZdaPvm, _ZdlPvm);
+/* Every delete is a free; the sized ones pass their size on, which is
+ * checked as free_sized's (check_size; debug mode: against the request).
+ * The nothrow argument changes nothing. */
+#define DEFINE_DELETE(name, mangled, func)                                           \
+    void name(void *p) CXX(mangled);                                                 \
+    void name(void *p) {                                                             \
+        do_free(p, CV_NO_SIZE, func);                                                \
+    }                                                                                \
+    void name##_sized(void *p, size_t size) CXX(mangled##m);                          \
+    void name##_sized(void *p, size_t size) {                                        \
+        do_free(p, size, func);                                                      \
+    }                                                                                \
+    void name##_aligned(void *p, size_t align) CXX(mangled##St11align_val_t);        \
+    void name##_aligned(void *p, size_t align) {                                     \
+        (void)align;                                                                 \
+        do_free(p, CV_NO_SIZE, func);                                                \
+    }                                                                                \
+    void name##_sized_aligned(void *p, size_t size, size_t align)                    \
+        CXX(mangled##mSt11align_val_t);                                              \
+    void name##_sized_aligned(void *p, size_t size, size_t align) {                  \
+        do_free_with(p, size, align, func);                                          \
+    }                                                                                \
+    void name##_nothrow(void *p, const void *tag) CXX(mangled##RKSt9nothrow_t);      \
+    void name##_nothrow(void *p, const void *tag) {                                  \
+        (void)tag;                                                                   \
+        do_free(p, CV_NO_SIZE, func);                                                \
+    }                                                                                \
+    void name##_aligned_nothrow(void *p, size_t align, const void *tag)              \
+        CXX(mangled##St11align_val_tRKSt9nothrow_t);                                 \
+    void name##_aligned_nothrow(void *p, size_t align, const void *tag) {            \
+        (void)align;                                                                 \
+        (void)tag;                                                                   \
+        do_free(p, CV_NO_SIZE, func);                                                \
+    }
 
-void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) CXX(_ZdlPvmSt11align_val_t);
-void cv_cxx_delete_sized_aligned(void *p, size_t size, size_t align) {
-    do_free_with(p, size, align, "operator delete");
-}
-void cv_cxx_delete_array_sized_aligned(void *p, size_t size, size_t align)
-    CXX_ALIAS(_ZdaPvmSt11align_val_t, _ZdlPvmSt11align_val_t);
-
-void cv_cxx_delete_aligned(void *p, size_t align) CXX(_ZdlPvSt11align_val_t);
-void cv_cxx_delete_aligned(void *p, size_t align) {
-    (void)align;
-    do_free(p, CV_NO_SIZE, "operator delete");
-}
-void cv_cxx_delete_array_aligned(void *p, size_t align)
-    CXX_ALIAS(_ZdaPvSt11align_val_t, _ZdlPvSt11align_val_t);
-
-void cv_cxx_delete_nothrow(void *p, const void *tag) CXX(_ZdlPvRKSt9nothrow_t);
-void cv_cxx_delete_nothrow(void *p, const void *tag) {
-    (void)tag;
-    do_free(p, CV_NO_SIZE, "operator delete");
-}
-void cv_cxx_delete_array_nothrow(void *p, const void *tag)
-    CXX_ALIAS(_ZdaPvRKSt9nothrow_t, _ZdlPvRKSt9nothrow_t);
-
-void cv_cxx_delete_aligned_nothrow(void *p, size_t align, const void *tag)
-    CXX(_ZdlPvSt11align_val_tRKSt9nothrow_t);
-void cv_cxx_delete_aligned_nothrow(void *p, size_t align, const void *tag) {
-    (void)align;
-    (void)tag;
-    do_free(p, CV_NO_SIZE, "operator delete");
-}
-void cv_cxx_delete_array_aligned_nothrow(void *p, size_t align, const void *tag)
-    CXX_ALIAS(_ZdaPvSt11align_val_tRKSt9nothrow_t, _ZdlPvSt11align_val_tRKSt9nothrow_t);
+DEFINE_DELETE(cv_cxx_delete, _ZdlPv, DELETE)
+DEFINE_DELETE(cv_cxx_delete_array, _ZdaPv, DELETE_ARRAY)
 #endif /* LP64 */
 #endif

@@ -128,6 +128,23 @@ typedef struct blk {
     size_t requested; /* small, map; plain: usable size */
 } blk_t;
 
+/* The family a call frees or makes (api.c names the C++ operators
+ * "operator new", "operator new[]", "operator delete", "operator
+ * delete[]"); every other call is malloc's. */
+static unsigned family_of(const char *func) {
+    size_t n = strlen(func);
+    if (strncmp(func, "operator ", 9) != 0)
+        return FAM_MALLOC;
+    return func[n - 1] == ']' ? FAM_NEW_ARRAY : FAM_NEW;
+}
+
+/* free and realloc of a block that new made, delete of malloc's or of
+ * new[]'s: the pair does not match. malloc_usable_size may ask of any. */
+static void check_family(uintptr_t a, unsigned fam, enum path path, const char *func) {
+    if (path != PATH_USABLE && fam != family_of(func))
+        cv_report_mismatch(a, fam, func);
+}
+
 /* Finds what p is, and stops the program when it is not a live block or
  * when its canary is broken; given is free_sized()'s size or CV_NO_SIZE. */
 static void lookup(void *p, size_t given, enum path path, const char *func, blk_t *out) {
@@ -152,7 +169,8 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
         out->kind = BLK_SMALL;
         out->bs = bs;
         uint64_t t = *trailer_of(a, bs);
-        size_t r = (size_t)(t ^ live_word(a, 0));
+        unsigned fam;
+        size_t r = live_size(t, a, &fam);
         /* Whatever the checks: a debug mode must not let through what the
          * release build stops (a double free), and the trailer is read anyway. */
         if (r > bs - OVERHEAD) {
@@ -162,6 +180,7 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
             cv_report_trailer(a, bs, path, func);
         }
         out->requested = r;
+        check_family(a, fam, path, func);
         if (f & DEBUG_CANARY) {
             const uint8_t *c = (const uint8_t *)a + r;
             if (first_not(c, bs - TRAILER - r, CANARY_BYTE) != bs - TRAILER - r)
@@ -179,6 +198,7 @@ static void lookup(void *p, size_t given, enum path path, const char *func, blk_
             cv_report_bad_pointer((void *)a, cv_report_invalid_what(path), func);
         out->kind = BLK_MAP;
         out->map = h;
+        check_family(a, h->family, path, func);
         out->requested = h->requested;
         if (h->canary) {
             size_t n = h->end - a - h->requested;
@@ -337,8 +357,29 @@ static void *alloc_block(size_t size, size_t align, bool zero, size_t keep, cons
     return small_alloc(size, align, zero, keep, func);
 }
 
+/* A block made by a C++ operator says so (see enum family). */
+static void mark_family(void *p, unsigned fam) {
+    uintptr_t a = (uintptr_t)p;
+    unsigned kind = cv_map_kind(a);
+    if (kind == MAP_SMALL) {
+        page_t *page = dbg_page_of(a);
+        if (!page->debug)
+            return;
+        uint64_t *t = trailer_of(a, page->block_size);
+        unsigned old;
+        size_t r = live_size(*t, a, &old);
+        *t = live_word(a, r | (size_t)fam << FAM_SHIFT);
+    } else if (kind == MAP_DEBUG) {
+        ((dmap_t *)(a & ~(uintptr_t)CHUNK_MASK))->family = (uint8_t)fam;
+    }
+}
+
 void *cv_debug_alloc(size_t size, size_t align, bool zero, const char *func) {
-    return alloc_block(size, align, zero, 0, func);
+    void *p = alloc_block(size, align, zero, 0, func);
+    unsigned fam = family_of(func);
+    if (p != NULL && fam != FAM_MALLOC)
+        mark_family(p, fam);
+    return p;
 }
 
 void cv_debug_free(void *p, size_t size, const char *func) {

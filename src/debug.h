@@ -68,11 +68,27 @@ typedef struct dmap {
     uintptr_t end;    /* end of the accessible bytes (page-aligned) */
     bool canary;      /* made with canaries: checked only then (checks can be
                          switched on at run time, after the block was made) */
+    uint8_t family;   /* enum family */
 } dmap_t;
 
 
 static inline uint64_t live_word(uintptr_t b, size_t size) {
     return ((uint64_t)b * KEY_LIVE) ^ SALT_LIVE ^ size;
+}
+
+/* Which call made a block, so that debug mode stops a mismatched pair
+ * (new freed by free, new[] by delete): kept in the top byte of the
+ * size in a small block's trailer, and in a mapping's header. */
+enum family { FAM_MALLOC = 0, FAM_NEW, FAM_NEW_ARRAY };
+#define FAM_SHIFT 56
+#define FAM_SIZE_MASK (((size_t)1 << FAM_SHIFT) - 1)
+
+/* The requested size that a live trailer t of block b holds (and its
+ * family in *fam), or SIZE_MAX when t is no live trailer of b. */
+static inline size_t live_size(uint64_t t, uintptr_t b, unsigned *fam) {
+    size_t raw = (size_t)(t ^ live_word(b, 0));
+    *fam = (unsigned)(raw >> FAM_SHIFT);
+    return *fam <= FAM_NEW_ARRAY ? raw & FAM_SIZE_MASK : SIZE_MAX;
 }
 
 static inline uint64_t freed_word(uintptr_t b, size_t bs) {
@@ -129,6 +145,8 @@ __attribute__((noreturn, cold)) void cv_report_poison(uintptr_t b, size_t bs, si
                                                       const char *func);
 __attribute__((noreturn, cold)) void cv_report_wrong_size(uintptr_t b, size_t usable, size_t given,
                                                          size_t align, const char *func);
+__attribute__((noreturn, cold)) void cv_report_mismatch(uintptr_t b, unsigned family,
+                                                       const char *func);
 __attribute__((noreturn, cold)) void cv_report_size(uintptr_t b, size_t requested, size_t given,
                                                     const char *func);
 

@@ -95,6 +95,7 @@ void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
     h->user = user;
     h->end = end;
     h->canary = (cv_options.debug & DEBUG_CANARY) != 0;
+    h->family = FAM_MALLOC; /* cv_debug_alloc marks the C++ operators' */
     if (h->canary) {
         memset((void *)(user - CANARY_BEFORE), CANARY_BYTE, CANARY_BEFORE);
         memset((void *)(user + size), CANARY_BYTE, end - user - size);

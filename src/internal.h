@@ -399,7 +399,8 @@ CARVE_INLINE size_t cv_large_usable(const large_t *h) {
 }
 
 /* ---- new.c (api.c's layer: C++ operator new out of memory) ------------- */
-void *cv_new_failed(size_t size, size_t align, bool nothrow);
+void *cv_new_failed(size_t size, size_t align, bool nothrow, const char *func);
+void *cv_new_retry(size_t size, size_t align, const char *func); /* api.c */
 
 /* ---- init.c ------------------------------------------------------------ */
 bool cv_init(void);

@@ -41,21 +41,15 @@ static __attribute__((noreturn)) void throw_bad_alloc(size_t size) {
     cv_msg_fatal("out of memory", NULL, detail, "operator new");
 }
 
-/* The allocation new retries once a handler ran (errno is the caller's
- * to lose: new reports by exception, not errno). */
-static void *retry(size_t size, size_t align) {
-    if (align == 0)
-        return carve_malloc(size);
-    return carve_aligned_alloc(align, size);
-}
-
-void *cv_new_failed(size_t size, size_t align, bool nothrow) {
+/* func: "operator new" or "operator new[]", for the retry (api.c, as
+ * debug mode records which made a block). */
+void *cv_new_failed(size_t size, size_t align, bool nothrow, const char *func) {
     for (;;) {
         new_handler_t handler = _ZSt15get_new_handlerv != NULL ? _ZSt15get_new_handlerv() : NULL;
         if (handler == NULL)
             break;
         handler(); /* may throw: that is the handler's answer */
-        void *p = retry(size, align);
+        void *p = cv_new_retry(size, align, func);
         if (p != NULL)
             return p;
     }

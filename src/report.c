@@ -109,7 +109,8 @@ void cv_report_link(const page_t *page, uintptr_t b,
     if (b > (uintptr_t)page->start) {
         uintptr_t prev = b - bs;
         uint64_t t = *trailer_of(prev, bs);
-        size_t r = (size_t)(t ^ live_word(prev, 0));
+        unsigned fam;
+        size_t r = live_size(t, prev, &fam);
         bool live = r <= bs - OVERHEAD;
         if ((!live && t != freed_word(prev, bs)) ||
             (live && (cv_options.debug & DEBUG_CANARY) &&
@@ -162,4 +163,12 @@ void cv_report_wrong_size(uintptr_t b, size_t usable, size_t given, size_t align
     char what[48];
     cv_msg_format(what, sizeof what, "%s with wrong size", func);
     cv_msg_fatal(what, (void *)b, detail, func);
+}
+
+/* A block freed by a call of another family than the one that made it. */
+void cv_report_mismatch(uintptr_t b, unsigned family, const char *func) {
+    static const char *const made_by[] = {"malloc", "operator new", "operator new[]"};
+    char detail[64];
+    cv_msg_format(detail, sizeof detail, "allocated by %s", made_by[family]);
+    cv_msg_fatal("mismatched free", (void *)b, detail, func);
 }

@@ -20,4 +20,29 @@ LD_PRELOAD="$CARVE_LIB" "$TMP/cxx_ops" >"$TMP/carve.out" 2>&1 || {
     fail "with carve preloaded: $(grep -c '^FAIL' "$TMP/carve.out") checks failed"
 }
 msg "$(grep -c '^ok:' "$TMP/carve.out") checks passed with carve preloaded"
+
+# Debug mode: the same checks pass (no pair of the program is taken for a
+# mismatch), and each mismatched pair stops with its line; release builds
+# let the pairs through (they cost nothing to check only in debug mode).
+debug="debug=guards+canary+junk+quarantine+free"
+CARVE_OPTIONS=$debug LD_PRELOAD="$CARVE_LIB" "$TMP/cxx_ops" >"$TMP/debug.out" 2>&1 || {
+    grep -v '^ok' "$TMP/debug.out" | head -n 20 >&2
+    fail "with carve preloaded in debug mode ($debug): checks failed"
+}
+for pair in "new-free:operator new:free" "array-delete:operator new\[\]:operator delete" \
+            "new-array-delete:operator new:operator delete\[\]" "malloc-delete:malloc:operator delete"; do
+    kind=${pair%%:*}
+    rest=${pair#*:}
+    made=${rest%%:*}
+    freed=${rest#*:}
+    LD_PRELOAD="$CARVE_LIB" "$TMP/cxx_ops" mismatch "$kind" >"$TMP/m.out" 2>&1 ||
+        fail "release build: the $kind pair stopped the program: $(head -n 1 "$TMP/m.out")"
+    # (a subshell, so that the shell does not report the abort itself)
+    if (CARVE_OPTIONS=$debug LD_PRELOAD="$CARVE_LIB" "$TMP/cxx_ops" mismatch "$kind" >"$TMP/m.out" 2>&1) 2>/dev/null; then
+        fail "debug mode let the $kind pair through"
+    fi
+    grep -Eq "^carve: mismatched free of 0x[0-9a-f]+ \(allocated by $made\) in $freed\(\)" "$TMP/m.out" ||
+        fail "debug mode, $kind: expected 'mismatched free ... allocated by $made ... in $freed()', got: $(head -n 1 "$TMP/m.out")"
+done
+msg "debug mode: the checks pass, and new/free, new[]/delete, new/delete[], malloc/delete stop"
 pass

@@ -5,6 +5,10 @@
 // frames and that the nothrow forms return nullptr, and that many threads
 // allocating and deleting with sized delete keep their contents. Prints one
 // line per check and "ok" at the end; exits 1 on the first failure.
+//
+// cxx_ops mismatch KIND makes one mismatched pair and exits 0 if nothing
+// stopped it: new-free (new, then free), array-delete (new[], then
+// delete), new-array-delete (new, then delete[]), malloc-delete.
 #include <dlfcn.h>
 
 #include <atomic>
@@ -47,7 +51,32 @@ void handler_throws() { throw handler_error(); }
 
 } // namespace
 
-int main() {
+// One mismatched pair of the given kind, through pointers the compiler
+// cannot see through (it would warn, or drop the pair).
+int mismatch(const char *kind) {
+    void *volatile p = nullptr;
+    if (std::strcmp(kind, "new-free") == 0) {
+        p = ::operator new(40);
+        std::free(p);
+    } else if (std::strcmp(kind, "array-delete") == 0) {
+        p = ::operator new[](40);
+        ::operator delete(p);
+    } else if (std::strcmp(kind, "new-array-delete") == 0) {
+        p = ::operator new(100000);
+        ::operator delete[](p);
+    } else if (std::strcmp(kind, "malloc-delete") == 0) {
+        p = std::malloc(40);
+        ::operator delete(p);
+    } else {
+        std::fprintf(stderr, "unknown mismatch %s\n", kind);
+        return 2;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 3 && std::strcmp(argv[1], "mismatch") == 0)
+        return mismatch(argv[2]);
     using std::align_val_t;
     using std::nothrow_t;
     const struct {
