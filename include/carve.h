@@ -83,7 +83,9 @@ struct carve_class_stats {
  * held by another and waited. */
 #define CARVE_STATS_LOCKS 4
 struct carve_lock_stats {
-    const char *name; /* "arena", "large cache", "debug quarantine" */
+    const char *name; /* "arena", "large cache", "debug quarantine", "heaps" (every
+                         thread heap's lock, summed: owners' slow paths, and other
+                         threads' tries to take back pages they emptied) */
     size_t acquired;
     size_t contended;
 };

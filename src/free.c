@@ -61,7 +61,7 @@ static inline bool would_empty(const page_t *page, uintptr_t n) {
 static bool reclaim(page_t *page, block_t *first, block_t *last, uintptr_t n) {
     heap_t *heap = atomic_load_explicit(&page->heap, memory_order_acquire);
     if (heap == NULL || page->debug || cv_class_size[page->class_idx] > BIN_MAX_BLOCK ||
-        pthread_mutex_trylock(&heap->lock) != 0)
+        !cv_heap_trylock(heap))
         return false;
     /* under the lock: the page is this heap's until we let go */
     if (atomic_load_explicit(&page->heap, memory_order_relaxed) != heap) {

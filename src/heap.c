@@ -51,7 +51,7 @@ void cv_heap_fork_child(void) {
     for (heap_t *h = atomic_load_explicit(&heap_all, memory_order_relaxed); h != NULL;
          h = h->next_all)
         if (h != cv_tl_heap)
-            h->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+            h->lock.mutex = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 }
 
 /* ---- page queues -------------------------------------------------------- */
@@ -471,7 +471,7 @@ heap_t *cv_heap_get_slow(void) {
         heap = cv_arena_meta_alloc(sizeof(heap_t));
         if (heap == NULL)
             return NULL;
-        heap->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER; /* never again: see heap_t.lock */
+        heap->lock = (cv_lock_t)CV_LOCK_INIT; /* never again: see heap_t.lock */
         cv_heap_bins_init(heap);
         cv_arena_lock();
         heap->next_all = atomic_load_explicit(&heap_all, memory_order_relaxed);

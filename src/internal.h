@@ -262,11 +262,22 @@ void cv_heap_fork_child(void);
 
 /* The owner's side of heap_t.lock: its slow paths, never nested. */
 CARVE_INLINE void cv_heap_lock(heap_t *heap) {
-    pthread_mutex_lock(&heap->lock);
+    cv_lock_take(&heap->lock);
 }
 
 CARVE_INLINE void cv_heap_unlock(heap_t *heap) {
-    pthread_mutex_unlock(&heap->lock);
+    cv_lock_give(&heap->lock);
+}
+
+/* Another thread's try (free.c, reclaim), which never waits: a miss counts
+ * as a contended take that gave up. */
+CARVE_INLINE bool cv_heap_trylock(heap_t *heap) {
+    if (pthread_mutex_trylock(&heap->lock.mutex) != 0) {
+        atomic_fetch_add_explicit(&heap->lock.contended, 1, memory_order_relaxed);
+        return false;
+    }
+    CV_SET(heap->lock.acquired, heap->lock.acquired + 1);
+    return true;
 }
 
 CARVE_INLINE heap_t *cv_heap_get(void) {

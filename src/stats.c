@@ -103,13 +103,21 @@ static void read_with(struct carve_stats *st, class_totals_t *t) {
         {"large cache", cv_large_lock_stats()},
         {"debug quarantine", cv_debug_lock_stats()},
     };
-    _Static_assert(sizeof locks / sizeof locks[0] <= CARVE_STATS_LOCKS, "locks[] of carve_stats");
-    st->lock_count = sizeof locks / sizeof locks[0];
-    for (size_t i = 0; i < st->lock_count; i++) {
+    const size_t n = sizeof locks / sizeof locks[0];
+    _Static_assert(sizeof locks / sizeof locks[0] + 1 <= CARVE_STATS_LOCKS, "locks[] of carve_stats");
+    for (size_t i = 0; i < n; i++) {
         st->locks[i].name = locks[i].name;
         st->locks[i].acquired = CV_PEEK(locks[i].lock->acquired);
         st->locks[i].contended = atomic_load_explicit(&locks[i].lock->contended, memory_order_relaxed);
     }
+    /* the thread heaps' locks, summed (every heap ever made, pooled ones too) */
+    st->locks[n].name = "heaps";
+    st->locks[n].acquired = st->locks[n].contended = 0;
+    for (const heap_t *h = cv_heap_first(); h != NULL; h = h->next_all) {
+        st->locks[n].acquired += CV_PEEK(h->lock.acquired);
+        st->locks[n].contended += atomic_load_explicit(&h->lock.contended, memory_order_relaxed);
+    }
+    st->lock_count = n + 1;
 }
 
 void cv_stats_read(struct carve_stats *st) {

@@ -334,7 +334,7 @@ typedef struct heap {
      * its pages other than the current ones), and by another thread whose
      * remote free empties one of its pages (free.c, reclaim), which only
      * ever tries it. The fast paths take none. */
-    pthread_mutex_t lock;
+    cv_lock_t lock;
     _Atomic(bool) full_freed;        /* a remote free hit a full page */
     uint32_t slow_calls;             /* find_page calls, for retire_idle */
     uint64_t idle_current;           /* bit c: current[c] was empty at the

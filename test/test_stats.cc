@@ -343,6 +343,8 @@ TEST(CarveStatsRead, LockStatisticsCountTakesAndWaits) {
     ASSERT_LE(before.lock_count, static_cast<size_t>(CARVE_STATS_LOCKS));
     EXPECT_STREQ(before.locks[0].name, "arena");
     EXPECT_STREQ(before.locks[1].name, "large cache");
+    ASSERT_EQ(before.lock_count, 4u);
+    EXPECT_STREQ(before.locks[3].name, "heaps"); // every thread heap's, summed
     constexpr int kThreads = 4, kRounds = 200;
     std::atomic<long> failed{0};
     std::vector<std::thread> threads;
@@ -375,6 +377,8 @@ TEST(CarveStatsRead, LockStatisticsCountTakesAndWaits) {
     // 8 one-block pages a round at the least (spares aside) come from the
     // arena, and each large free puts its mapping in the cache, locked
     // (debug mode gives large blocks mappings of their own, uncached).
+    // each thread's heap: taken in its slow paths (its first malloc at least)
+    EXPECT_GE(after.locks[3].acquired - before.locks[3].acquired, static_cast<size_t>(kThreads));
     EXPECT_GE(after.locks[0].acquired - before.locks[0].acquired, static_cast<size_t>(kRounds));
     if (!carve_test::debug_mode()) {
         EXPECT_GE(after.locks[1].acquired - before.locks[1].acquired,
