@@ -23,9 +23,29 @@
  * heap until its first allocation, and for good in debug mode (debug.c
  * holds its heap apart), so this is the one place where an allocation
  * tests for debug mode: the fast path misses anyway. */
-static inline void *alloc_slow_as(heap_t *heap, size_t size, bool zero, const char *func) {
-    void *p;
-    if (heap == &cv_heap_empty && cv_debug_on())
+/* guard_sample=N: every Nth allocation that reaches this slow path, per
+ * thread, of a kernel page or less, gets a page of its own against a
+ * guard (debug_map.c); the fast paths do not change. Not in debug mode,
+ * which guards its own way, nor for aligned allocations (sample false),
+ * whose alignment the sampled block's may not meet. */
+static CARVE_TLS unsigned tl_guard_left;
+
+static CARVE_NOINLINE void *guard_sample(size_t size, bool zero, const char *func) {
+    if (tl_guard_left == 0)
+        tl_guard_left = cv_options.guard_sample;
+    if (--tl_guard_left != 0 || cv_options.debug != 0)
+        return NULL;
+    return cv_dmap_sample(size, zero, func);
+}
+
+static inline void *alloc_slow_as(heap_t *heap, size_t size, bool zero, const char *func,
+                                  bool sample) {
+    void *p = NULL;
+    if (sample && unlikely(cv_options.guard_sample != 0) && size <= GUARD_SAMPLE_MAX)
+        p = guard_sample(size, zero, func);
+    if (p != NULL)
+        ;
+    else if (heap == &cv_heap_empty && cv_debug_on())
         p = cv_debug_alloc(size, 0, zero, func);
     else
         p = cv_heap_alloc_slow(heap, size, zero);
@@ -34,7 +54,12 @@ static inline void *alloc_slow_as(heap_t *heap, size_t size, bool zero, const ch
 }
 
 static CARVE_NOINLINE void *alloc_slow(heap_t *heap, size_t size, bool zero) {
-    return alloc_slow_as(heap, size, zero, zero ? "calloc" : "malloc");
+    return alloc_slow_as(heap, size, zero, zero ? "calloc" : "malloc", true);
+}
+
+/* aligned allocations' blocks come from the classes alone (alloc_aligned) */
+static CARVE_NOINLINE void *aligned_slow(heap_t *heap, size_t size, bool zero) {
+    return alloc_slow_as(heap, size, zero, "malloc", false);
 }
 
 static inline void *do_malloc(size_t size) {
@@ -278,7 +303,7 @@ static void *alloc_aligned(size_t align, size_t size, const char *func) {
         for (unsigned c = cv_size_class(size ? size : 1); c < CLASS_COUNT; c++) {
             size_t s = cv_class_size[c];
             if ((s & -s) >= align)
-                return do_malloc(s);
+                return cv_heap_alloc_with(cv_tl_heap, s, false, aligned_slow);
         }
     }
     cv_purge_tick(); /* new memory: let decayed memory go first */
@@ -477,11 +502,11 @@ void *__libc_pvalloc(size_t size) ALIAS(carve_pvalloc);
 #define DELETE_ARRAY "operator delete[]"
 
 static CARVE_NOINLINE void *new_slow(heap_t *heap, size_t size, bool zero) {
-    return alloc_slow_as(heap, size, zero, NEW);
+    return alloc_slow_as(heap, size, zero, NEW, true);
 }
 
 static CARVE_NOINLINE void *new_array_slow(heap_t *heap, size_t size, bool zero) {
-    return alloc_slow_as(heap, size, zero, NEW_ARRAY);
+    return alloc_slow_as(heap, size, zero, NEW_ARRAY, true);
 }
 
 /* std::align_val_t is a size_t. An alignment that is not a power of two

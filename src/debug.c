@@ -128,20 +128,13 @@ typedef struct blk {
     size_t requested; /* small, map; plain: usable size */
 } blk_t;
 
-/* The family a call frees or makes (api.c names the C++ operators
- * "operator new", "operator new[]", "operator delete", "operator
- * delete[]"); every other call is malloc's. */
-static unsigned family_of(const char *func) {
-    size_t n = strlen(func);
-    if (strncmp(func, "operator ", 9) != 0)
-        return FAM_MALLOC;
-    return func[n - 1] == ']' ? FAM_NEW_ARRAY : FAM_NEW;
-}
-
 /* free and realloc of a block that new made, delete of malloc's or of
- * new[]'s: the pair does not match. malloc_usable_size may ask of any. */
+ * new[]'s: the pair does not match. malloc_usable_size may ask of any.
+ * Debug mode only: a release build's guard_sample blocks keep their
+ * family too, but a pair that glibc lets through must not stop a
+ * production run. */
 static void check_family(uintptr_t a, unsigned fam, enum path path, const char *func) {
-    if (path != PATH_USABLE && fam != family_of(func))
+    if (cv_options.debug != 0 && path != PATH_USABLE && fam != family_of(func))
         cv_report_mismatch(a, fam, func);
 }
 
@@ -240,6 +233,7 @@ static void release(blk_t *b, const char *func) {
         break;
     case BLK_MAP: {
         dmap_t *h = b->map;
+        cv_dmap_freed(h);
         cv_stat_large_unmapped(h->map_size);
         uintptr_t data = (uintptr_t)h + CARVE_PAGE;
         /* held back only once its pages fault: a block the kernel would not

@@ -69,6 +69,10 @@ typedef struct dmap {
     bool canary;      /* made with canaries: checked only then (checks can be
                          switched on at run time, after the block was made) */
     uint8_t family;   /* enum family */
+    bool sampled;     /* guard_sample's: stacks kept */
+    uint8_t alloc_n, free_n;
+    void *alloc_pc[GUARD_STACK_DEPTH];
+    void *free_pc[GUARD_STACK_DEPTH];
 } dmap_t;
 
 
@@ -82,6 +86,16 @@ static inline uint64_t live_word(uintptr_t b, size_t size) {
 enum family { FAM_MALLOC = 0, FAM_NEW, FAM_NEW_ARRAY };
 #define FAM_SHIFT 56
 #define FAM_SIZE_MASK (((size_t)1 << FAM_SHIFT) - 1)
+
+/* The family a call frees or makes (api.c names the C++ operators
+ * "operator new", "operator new[]", "operator delete", "operator
+ * delete[]"); every other call is malloc's. */
+static inline unsigned family_of(const char *func) {
+    size_t n = strlen(func);
+    if (strncmp(func, "operator ", 9) != 0)
+        return FAM_MALLOC;
+    return func[n - 1] == ']' ? FAM_NEW_ARRAY : FAM_NEW;
+}
 
 /* The requested size that a live trailer t of block b holds (and its
  * family in *fam), or SIZE_MAX when t is no live trailer of b. */
@@ -153,6 +167,8 @@ __attribute__((noreturn, cold)) void cv_report_size(uintptr_t b, size_t requeste
 /* ---- debug_map.c: blocks in their own mapping, and guard page hits ------- */
 void cv_dmap_catch_faults(void); /* once: the SIGSEGV handler that names blocks */
 void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep);
+void *cv_dmap_sample(size_t size, bool zero, const char *func);
+void cv_dmap_freed(dmap_t *h);
 void cv_dmap_unmap(dmap_t *h);
 size_t cv_dmap_count(void); /* mappings of debug mode now */
 size_t cv_dmap_max(void);   /* how many debug=page may take */

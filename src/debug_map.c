@@ -71,17 +71,20 @@ size_t cv_dmap_max(void) {
 
 /* zero: calloc's; the first keep bytes are the caller's to fill (realloc
  * copies them), so they are not junked first. */
-void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
+static _Atomic size_t sampled; /* guard_sample's mappings, live and held */
+
+static void *map_block(size_t size, size_t align, bool zero, size_t keep, bool sample) {
     size_t lead = align > CARVE_PAGE ? align : CARVE_PAGE;
     if (size > PTRDIFF_MAX - lead - 2 * CARVE_PAGE - CHUNK_SIZE)
         return NULL;
+    bool guard = guarded() || sample;
     size_t end_off = cv_page_round(lead + size);
-    size_t map_size = end_off + (guarded() ? CARVE_PAGE : 0);
+    size_t map_size = end_off + (guard ? CARVE_PAGE : 0);
     cv_purge_tick(); /* new memory: let decayed memory go first */
     uint8_t *base = cv_os_map_aligned(map_size, CHUNK_SIZE, false);
     if (base == NULL)
         return NULL;
-    if (guarded() && !cv_os_protect(base + end_off, CARVE_PAGE, false)) {
+    if (guard && !cv_os_protect(base + end_off, CARVE_PAGE, false)) {
         cv_os_unmap(base, map_size);
         return NULL;
     }
@@ -94,8 +97,13 @@ void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
     h->requested = size;
     h->user = user;
     h->end = end;
-    h->canary = (cv_options.debug & DEBUG_CANARY) != 0;
+    /* a sampled block's alignment gap before the guard is all that is
+     * left to an overflow of less than the alignment: canary, checked on
+     * free */
+    h->canary = (cv_options.debug & DEBUG_CANARY) != 0 || sample;
     h->family = FAM_MALLOC; /* cv_debug_alloc marks the C++ operators' */
+    h->sampled = sample;
+    h->alloc_n = h->free_n = 0;
     if (h->canary) {
         memset((void *)(user - CANARY_BEFORE), CANARY_BYTE, CANARY_BEFORE);
         memset((void *)(user + size), CANARY_BYTE, end - user - size);
@@ -108,7 +116,36 @@ void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
     return (void *)user;
 }
 
+void *cv_dmap_alloc(size_t size, size_t align, bool zero, size_t keep) {
+    return map_block(size, align, zero, keep, false);
+}
+
+/* guard_sample: a release build's block in a mapping of its own, against
+ * a guard page, its allocation's stack kept in the header (the entry
+ * points' slow paths choose it: api.c). NULL when the pool is full. */
+void *cv_dmap_sample(size_t size, bool zero, const char *func) {
+    if (atomic_load_explicit(&sampled, memory_order_relaxed) >= GUARD_SAMPLE_SLOTS)
+        return NULL;
+    cv_dmap_catch_faults();
+    void *p = map_block(size, size <= 8 ? 8 : ALIGN_MIN, zero, 0, true);
+    if (p == NULL)
+        return NULL;
+    atomic_fetch_add_explicit(&sampled, 1, memory_order_relaxed);
+    dmap_t *h = (dmap_t *)((uintptr_t)p & ~(uintptr_t)CHUNK_MASK);
+    h->family = (uint8_t)family_of(func);
+    h->alloc_n = (uint8_t)cv_msg_stack(h->alloc_pc, GUARD_STACK_DEPTH, 2);
+    return p;
+}
+
+/* A sampled block's free: its stack, for a use after free found later. */
+void cv_dmap_freed(dmap_t *h) {
+    if (h->sampled)
+        h->free_n = (uint8_t)cv_msg_stack(h->free_pc, GUARD_STACK_DEPTH, 3);
+}
+
 void cv_dmap_unmap(dmap_t *h) {
+    if (h->sampled)
+        atomic_fetch_sub_explicit(&sampled, 1, memory_order_relaxed);
     cv_arena_set_large(h->user, MAP_NONE);
     cv_os_unmap(h, h->map_size);
     atomic_fetch_sub_explicit(&dmaps, 1, memory_order_relaxed);
@@ -143,7 +180,7 @@ static const dmap_t *fault_map(uintptr_t a) {
     return NULL;
 }
 
-static void describe_fault(uintptr_t a, char *line, size_t cap) {
+static const dmap_t *describe_fault(uintptr_t a, char *line, size_t cap) {
     unsigned kind = cv_map_kind(a);
     const dmap_t *h = kind == MAP_DEBUG || kind == MAP_NONE ? fault_map(a) : NULL;
     line[0] = '\0';
@@ -170,6 +207,7 @@ static void describe_fault(uintptr_t a, char *line, size_t cap) {
                           (void *)last, bs);
         }
     }
+    return h;
 }
 
 /* Returning from a fault runs the faulting instruction again, now under
@@ -184,10 +222,15 @@ static void on_segv(int sig, siginfo_t *info, void *ctx) {
         raise(sig);
         return;
     }
-    describe_fault((uintptr_t)info->si_addr, line, sizeof line);
+    const dmap_t *h = describe_fault((uintptr_t)info->si_addr, line, sizeof line);
     if (line[0] != '\0') {
         cv_os_write_stderr(line, strlen(line));
         cv_msg_backtrace();
+        if (h != NULL && h->sampled) { /* guard_sample's: both stacks */
+            cv_msg_print_stack("allocated at", h->alloc_pc, h->alloc_n);
+            if (h->magic == DMAP_FREED)
+                cv_msg_print_stack("freed at", h->free_pc, h->free_n);
+        }
     }
 }
 

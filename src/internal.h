@@ -105,6 +105,8 @@ __attribute__((noreturn, cold)) void cv_msg_fatal(const char *what, const void *
 /* A backtrace of the calling thread on stderr, without allocating;
  * cv_msg_fatal prints one after its line. */
 void cv_msg_backtrace(void);
+int cv_msg_stack(void **pc, int cap, int skip);
+void cv_msg_print_stack(const char *title, void *const *pc, int n);
 
 /* Internal invariants, checked only in --enable-debug builds (config_debug
  * is a constant: a release build compiles the test away). msg.c. */
@@ -473,6 +475,7 @@ typedef struct options {
     size_t quarantine;   /* bytes of freed blocks held back (DEBUG_QUARANTINE) */
     bool thp;            /* large mappings of 2 MiB and more ask for huge pages */
     int signal;          /* the operator's trigger (signal.c), 0 if none */
+    unsigned guard_sample; /* one slow-path allocation in this many guarded, 0: none */
 } options_t;
 extern options_t cv_options;
 void cv_options_parse(void);

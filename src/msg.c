@@ -188,16 +188,28 @@ static _Unwind_Reason_Code trace_step(struct _Unwind_Context *ctx, void *arg) {
     return t->n < t->cap ? _URC_NO_REASON : _URC_END_OF_STACK;
 }
 
+/* The calling thread's return addresses, the caller's first, skip more
+ * frames left out: libgcc's unwinder, which neither allocates nor takes a
+ * lock that malloc could hold. */
+int cv_msg_stack(void **pc, int cap, int skip) {
+    trace_t t = {pc, 0, cap, skip + 1};
+    _Unwind_Backtrace(trace_step, &t);
+    return t.n;
+}
+
+void cv_msg_print_stack(const char *title, void *const *pc, int n) {
+    cv_msg_print("carve: %s (%d frames):\n", title, n);
+    backtrace_symbols_fd(pc, n, 2);
+}
+
 void cv_msg_backtrace(void) {
     /* A fault inside the unwinder would come back here: once is enough. */
     static _Atomic bool busy;
     if (atomic_exchange(&busy, true))
         return;
     void *pc[48];
-    trace_t t = {pc, 0, 48, 2}; /* skip this function and cv_msg_fatal */
-    _Unwind_Backtrace(trace_step, &t);
-    cv_msg_print("carve: backtrace (%d frames):\n", t.n);
-    backtrace_symbols_fd(pc, t.n, 2);
+    int n = cv_msg_stack(pc, 48, 1); /* and cv_msg_fatal */
+    cv_msg_print_stack("backtrace", pc, n);
 }
 
 /* ---- fatal reports ------------------------------------------------------- */

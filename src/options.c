@@ -66,6 +66,11 @@ static const option_desc_t table[] = {
      "bytes of freed blocks held back from reuse with debug=quarantine (default 16M)"},
     {"thp", OPT_BOOL, &cv_options.thp,
      "blocks of 2 MiB and more ask for transparent huge pages, MADV_HUGEPAGE (default 0)"},
+    {"guard_sample", OPT_UINT, &cv_options.guard_sample,
+     "about one allocation in N (of a kernel page or less, counted on the slow path) gets "
+     "a page of its own, against a guard page, held inaccessible for a while after its "
+     "free: an overflow or a use after free of it faults with a report and both stacks "
+     "(0, the default: none)"},
     {"signal", OPT_SIGNAL, &cv_options.signal,
      "a signal (SIGUSR2, USR2 or its number; 0 or none: off, the default) on which carve "
      "prints its statistics on stderr and gives free memory back, from a thread of its "

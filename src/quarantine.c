@@ -65,7 +65,13 @@ static void release_entry(uintptr_t e, const char *func) {
 size_t cv_quarantine_limit(bool is_map) {
     if (cv_options.debug & DEBUG_QUARANTINE)
         return cv_options.quarantine;
-    return is_map && (cv_options.debug & DEBUG_PAGE) ? SIZE_MAX : 0;
+    return is_map && ((cv_options.debug & DEBUG_PAGE) || cv_options.guard_sample) ? SIZE_MAX : 0;
+}
+
+/* Freed mappings held at most: guard_sample alone holds half its pool, so
+ * that the oldest freed block makes room for a new sample. */
+static size_t maps_cap(void) {
+    return cv_options.debug == 0 ? GUARD_SAMPLE_SLOTS / 2 : QUARANTINE_MAPS;
 }
 
 /* Hold e back; what leaves to make room is released. */
@@ -93,7 +99,7 @@ void cv_quarantine_put(uintptr_t e, const char *func) {
             return;
         }
         if (quar.count < quar.cap && quar.bytes + charge <= limit &&
-            (!is_map || (quar.maps < QUARANTINE_MAPS && quar.space + space <= QUARANTINE_SPACE))) {
+            (!is_map || (quar.maps < maps_cap() && quar.space + space <= QUARANTINE_SPACE))) {
             quar.ring[(quar.head + quar.count) % quar.cap] = e;
             quar.count++;
             quar.bytes += charge;

@@ -315,6 +315,14 @@ typedef struct bin {
  * blocks in a loop ran out of address space within a few frees. */
 #define QUARANTINE_MAPS 2048
 #define QUARANTINE_SPACE ((size_t)1 << 30)
+/* debug_map.c, guard_sample=: sampled blocks live or held after their free
+ * at most (each a mapping and a guard: 2 of vm.max_map_count), freed ones
+ * held at most half of them, oldest out first; blocks up to a kernel page
+ * are sampled (a bigger one would cost more than the page it guards); the
+ * frames kept of each block's allocation and free. */
+#define GUARD_SAMPLE_SLOTS 256
+#define GUARD_SAMPLE_MAX CARVE_PAGE
+#define GUARD_STACK_DEPTH 24
 
 typedef struct heap {
     /* Fast path: bins[c + 1] is class c's bin (bins[0]: no bin, max 0, for

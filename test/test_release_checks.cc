@@ -13,6 +13,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <thread>
+
+#include <csignal>
+#include <unistd.h>
 
 namespace {
 
@@ -100,4 +105,69 @@ TEST_F(CarveReleaseChecks, SizedFreesOfCorrectProgramsPass) {
     carve_free_aligned_sized(m, 16, 1);
 }
 
+// ---- guard_sample: sampled guarded allocations --------------------------
+
+// guard_sample=1 samples every allocation that reaches the slow path: a
+// new thread's first one does. The block is carve's own mapping, its end
+// against a guard page; the report names the bug and both stacks.
+void *sampled_block(size_t size) {
+    if (carve_option_set("guard_sample=1") != 0)
+        _exit(2);
+    void *p = nullptr;
+    std::thread([&] { p = carve_malloc(size); }).join();
+    CHILD_CHECK(p != nullptr);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(p) + size; // against the guard, but
+    CHILD_CHECK(end % 4096 == 0 || 4096 - end % 4096 < 16);      // for the alignment gap
+    return p;
+}
+
+TEST_F(CarveReleaseChecks, GuardSampleCatchesAnOverflowWithTheAllocationStack) {
+    carve_test::let_segv_through();
+    EXPECT_EXIT(
+        {
+            void *p = sampled_block(64);
+            carve_test::poke(p, 64, 1);
+            _exit(0);
+        },
+        ::testing::KilledBySignal(SIGSEGV),
+        "carve: heap overflow \\(guard page hit\\) of 0x[0-9a-f]+ \\(requested 64 bytes, own "
+        "mapping; 0 bytes past its end\\)(.|\n)*carve: allocated at \\([0-9]+ frames\\)");
+}
+
+TEST_F(CarveReleaseChecks, GuardSampleCatchesAUseAfterFreeWithBothStacks) {
+    carve_test::let_segv_through();
+    EXPECT_EXIT(
+        {
+            void *p = sampled_block(64);
+            carve_free(p);
+            carve_test::poke(p, 3, 1);
+            _exit(0);
+        },
+        ::testing::KilledBySignal(SIGSEGV),
+        "carve: use after free of 0x[0-9a-f]+ \\(requested 64 bytes, own mapping; offset 3\\)"
+        "(.|\n)*carve: allocated at \\([0-9]+ frames\\)(.|\n)*carve: freed at \\([0-9]+ frames\\)");
+}
+
+// The sampled block is an ordinary block to the program: written whole,
+// reallocated, its usable size asked, freed; a calloc'd one is zero.
+TEST_F(CarveReleaseChecks, GuardSampledBlocksBehaveAsAnyOther) {
+    EXPECT_EXIT(
+        {
+            unsigned char *p = static_cast<unsigned char *>(sampled_block(100));
+            memset(p, 7, 100);
+            CHILD_CHECK(carve_malloc_usable_size(p) >= 100);
+            p = static_cast<unsigned char *>(carve_realloc(p, 3000));
+            CHILD_CHECK(p != nullptr && p[0] == 7 && p[99] == 7);
+            carve_free(p);
+            void *q = nullptr;
+            std::thread([&] { q = carve_calloc(10, 10); }).join();
+            for (size_t i = 0; i < 100; i++)
+                CHILD_CHECK(static_cast<unsigned char *>(q)[i] == 0);
+            carve_free(q);
+            _exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
+}
+
 }  // namespace
+
