@@ -268,12 +268,17 @@ void cv_arena_abandon_locked(page_t *page) {
     cv_page_queue_push_front(&arena.abandoned[page->class_idx], page);
 }
 
-page_t *cv_arena_adopt(unsigned class_idx) {
+/* debug: the adopting heap's; a debug heap takes only debug pages and a
+ * release heap only release ones (their blocks are laid out differently;
+ * both kinds meet only when debug mode is switched at run time). */
+page_t *cv_arena_adopt(unsigned class_idx, bool debug) {
     /* a peek without the lock: most slow paths find none */
     if (CV_PEEK(arena.abandoned[class_idx].first) == NULL)
         return NULL;
     cv_arena_lock();
     page_t *page = arena.abandoned[class_idx].first;
+    while (page != NULL && page->debug != debug)
+        page = page->next;
     if (page != NULL) {
         cv_page_queue_remove(&arena.abandoned[class_idx], page);
         cv_page_set_abandoned(page, false);

@@ -72,6 +72,13 @@ static heap_t *debug_heap(void) {
     heap_t *heap = dbg_heap;
     if (likely(heap != NULL) && likely(pthread_getspecific(cv_heap_key) == heap))
         return heap;
+    /* A thread that had a release heap (debug mode set at run time) gives
+     * it back first: its pages and bins are the release layout's, which a
+     * debug heap must not hand out or take frees into unlocked. */
+    if (cv_tl_heap != &cv_heap_empty) {
+        pthread_setspecific(cv_heap_key, NULL);
+        cv_heap_release(cv_tl_heap);
+    }
     heap = cv_heap_get_slow();
     if (heap == NULL)
         return NULL;

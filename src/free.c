@@ -63,8 +63,10 @@ static bool reclaim(page_t *page, block_t *first, block_t *last, uintptr_t n) {
     if (heap == NULL || page->debug || cv_class_size[page->class_idx] > BIN_MAX_BLOCK ||
         !cv_heap_trylock(heap))
         return false;
-    /* under the lock: the page is this heap's until we let go */
-    if (atomic_load_explicit(&page->heap, memory_order_relaxed) != heap) {
+    /* under the lock: the page is this heap's until we let go; a debug
+     * heap's owner frees into its pages without the lock */
+    if (atomic_load_explicit(&page->heap, memory_order_relaxed) != heap || heap->debug ||
+        atomic_load_explicit(&page->owner, memory_order_relaxed) != heap->owner) {
         cv_heap_unlock(heap);
         return false;
     }

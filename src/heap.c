@@ -261,7 +261,10 @@ static void rescue_full(heap_t *heap) {
     page_t *next;
     for (page_t *page = heap->full.first; page != NULL; page = next) {
         next = page->next;
-        if ((atomic_load_explicit(&page->thread_free, memory_order_relaxed) & TF_PTR_MASK) == 0)
+        /* (free blocks without remote ones: a reclaiming free collected
+         * them and found the page not empty after all, free.c) */
+        if ((atomic_load_explicit(&page->thread_free, memory_order_relaxed) & TF_PTR_MASK) == 0 &&
+            page->free == NULL)
             continue;
         page_from_full(heap, page);
         cv_page_collect(page);
@@ -364,7 +367,7 @@ static page_t *find_page(heap_t *heap, unsigned c) {
      * own pages while its predecessors' pages waited half empty grew by a
      * page per class at every thread that came and went (a server pool's
      * threads inherit what their predecessors allocated). */
-    while ((page = cv_arena_adopt(c)) != NULL) {
+    while ((page = cv_arena_adopt(c, heap->debug)) != NULL) {
         cv_page_set_owner(page, heap);
         queue_push_front(heap, q, page);
         if (page_ready(page))

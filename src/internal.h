@@ -161,7 +161,7 @@ void cv_arena_page_free_locked(page_t *page);
 void cv_arena_lock(void);
 void cv_arena_unlock(void);
 void cv_arena_abandon_locked(page_t *page);
-page_t *cv_arena_adopt(unsigned class_idx);
+page_t *cv_arena_adopt(unsigned class_idx, bool debug);
 bool cv_arena_free_abandoned(page_t *page);
 void *cv_arena_meta_alloc(size_t size);
 bool cv_arena_trim(void);
@@ -414,6 +414,15 @@ CARVE_INLINE size_t cv_large_usable(const large_t *h) {
 /* ---- new.c (api.c's layer: C++ operator new out of memory) ------------- */
 void *cv_new_failed(size_t size, size_t align, bool nothrow, const char *func);
 void *cv_new_retry(size_t size, size_t align, const char *func); /* api.c */
+/* Whether the program replaced a basic operator (new.c, once), and calls
+ * to the basic operators it links, replaced or not. */
+enum { CXX_UNKNOWN = 0, CXX_OWN, CXX_REPLACED };
+extern int cv_cxx_state;
+bool cv_cxx_replaced(void);
+void *cv_cxx_basic_new(size_t size);
+void *cv_cxx_basic_new_aligned(size_t size, size_t align);
+void *cv_cxx_basic_new_nothrow(size_t size, size_t align);
+void cv_cxx_basic_delete(void *p, size_t align);
 
 /* ---- init.c ------------------------------------------------------------ */
 bool cv_init(void);
@@ -530,6 +539,7 @@ void cv_stats_read(struct carve_stats *st);
 /* ---- signal.c: the operator's trigger (CARVE_OPTIONS=signal=) ---------- */
 extern int cv_signal_installed;
 extern _Atomic bool cv_signal_pending;
+extern _Atomic bool cv_signal_restart;
 void cv_signal_safe_point(void);
 void cv_signal_fork_child(void);
 
@@ -538,8 +548,9 @@ void cv_signal_fork_child(void);
  * (signal.c answers from its own thread when it has one). */
 CARVE_INLINE void cv_safe_point(void) {
     cv_purge_safe_point();
-    if (unlikely(cv_options.signal != cv_signal_installed ||
-                 atomic_load_explicit(&cv_signal_pending, memory_order_relaxed)))
+    if (unlikely(cv_options.signal != CV_PEEK(cv_signal_installed) ||
+                 atomic_load_explicit(&cv_signal_pending, memory_order_relaxed) ||
+                 atomic_load_explicit(&cv_signal_restart, memory_order_relaxed)))
         cv_signal_safe_point();
 }
 

@@ -62,30 +62,40 @@ static void *service(void *arg) {
     return NULL;
 }
 
+/* The trigger moves to signo: the action the program had for the old
+ * signal comes back, and the new one's is kept for when it goes. */
 static void install(int signo) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    if (signo != 0 && sigaction(signo, &sa, NULL) != 0) {
-        cv_msg_print("carve: cannot handle signal %d (signal= ignored)\n", signo);
-        signo = 0;
+    static struct sigaction before; /* the program's action for the signal handled */
+    int old = CV_PEEK(cv_signal_installed);
+    if (old > 0)
+        sigaction(old, &before, NULL);
+    if (signo != 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART;
+        if (sigaction(signo, &sa, &before) != 0)
+            cv_msg_print("carve: cannot handle signal %d (signal= ignored)\n", signo);
     }
-    if (cv_signal_installed != 0 && cv_signal_installed != signo)
-        signal(cv_signal_installed, SIG_DFL); /* the old trigger goes */
-    cv_signal_installed = cv_options.signal; /* even when refused: said once */
+    CV_SET(cv_signal_installed, signo); /* even when refused: said once */
 }
 
+_Atomic bool cv_signal_restart; /* a fork child wants its thread */
+
 void cv_signal_safe_point(void) {
-    if (cv_options.signal != cv_signal_installed) {
-        if (!atomic_load_explicit(&sig.ready, memory_order_relaxed)) {
-            sem_init(&sig.wake, 0, 0);
-            atomic_store_explicit(&sig.ready, true, memory_order_release);
-        }
-        install(cv_options.signal);
+    static _Atomic bool busy; /* one thread sets up at a time; the others go on */
+    if (atomic_exchange_explicit(&busy, true, memory_order_acquire))
+        return;
+    if (!atomic_load_explicit(&sig.ready, memory_order_relaxed)) {
+        sem_init(&sig.wake, 0, 0);
+        atomic_store_explicit(&sig.ready, true, memory_order_release);
     }
-    if (cv_signal_installed != 0 && !atomic_load_explicit(&sig.thread_failed, memory_order_relaxed)) {
+    if (cv_options.signal != CV_PEEK(cv_signal_installed))
+        install(cv_options.signal);
+    atomic_store_explicit(&cv_signal_restart, false, memory_order_relaxed);
+    if (CV_PEEK(cv_signal_installed) != 0 &&
+        !atomic_load_explicit(&sig.thread_failed, memory_order_relaxed)) {
         bool down = false;
         if (atomic_compare_exchange_strong(&sig.thread_up, &down, true) &&
             !cv_os_thread_start(service)) {
@@ -93,15 +103,17 @@ void cv_signal_safe_point(void) {
             atomic_store(&sig.thread_up, false);
         }
     }
+    atomic_store_explicit(&busy, false, memory_order_release);
     if (atomic_load_explicit(&sig.thread_failed, memory_order_relaxed))
         answer();
 }
 
 /* The thread did not survive the fork, the handler did: the next safe
- * point installs it again and starts a thread. */
+ * point starts a thread. */
 void cv_signal_fork_child(void) {
     if (atomic_load_explicit(&sig.ready, memory_order_relaxed))
         sem_init(&sig.wake, 0, 0);
     atomic_store(&sig.thread_up, false);
-    cv_signal_installed = 0;
+    if (CV_PEEK(cv_signal_installed) != 0)
+        atomic_store_explicit(&cv_signal_restart, true, memory_order_relaxed);
 }
