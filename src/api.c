@@ -255,8 +255,20 @@ static void *do_realloc(void *p, size_t size, const char *func) {
     }
     uintptr_t a = (uintptr_t)p;
     unsigned kind = cv_map_kind(a);
-    if (debug_block(kind))
-        return cv_debug_realloc(p, size, func);
+    if (debug_block(kind)) {
+        if (cv_options.debug != 0)
+            return cv_debug_realloc(p, size, func);
+        /* a guard_sample block, or one that debug mode made before it was
+         * switched off: its successor is a release block (debug.c would
+         * make a debug heap for it, and take the thread's heap away) */
+        size_t old = cv_debug_usable(p, func);
+        void *q = do_malloc(size);
+        if (q == NULL)
+            return NULL;
+        memcpy(q, p, size < old ? size : old);
+        cv_debug_free(p, CV_NO_SIZE, func);
+        return q;
+    }
     if ((kind == MAP_LARGE || kind == MAP_LARGE_PREV) && size > SMALL_MAX) {
         large_t *h = cv_large_header(a, kind, func);
         if (h == NULL)
